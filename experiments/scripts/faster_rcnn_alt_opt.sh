@@ -1,0 +1,37 @@
+#!/bin/bash
+# Usage: ./experiments/scripts/faster_rcnn_alt_opt.sh NET DATASET [--set KEY VALUE ...]
+# Example: ./experiments/scripts/faster_rcnn_alt_opt.sh VGG16 pascal_voc --set EXP_DIR foobar
+# Trains with tools/train_faster_rcnn_alt_opt.py, then tests the final model with tools/test_net.py.
+set -e -o pipefail
+cd "$(dirname "$0")/../.."
+if [ $# -lt 2 ]; then
+  sed -n 2,4p "$0"; exit 2
+fi
+NET=$1; DATASET=$2; shift 2
+EXTRA_ARGS=("$@")
+source experiments/scripts/_datasets.sh alt_opt
+DEVICE=${DEVICE:-cpu}
+PYTHON=${PYTHON:-python}
+
+mkdir -p experiments/logs
+LOG="experiments/logs/faster_rcnn_alt_opt_${NET}_$(echo "$DATASET" | tr -c 'A-Za-z0-9_\n' '_').txt.$(date +'%Y-%m-%d_%H-%M-%S')"
+exec &> >(tee -a "$LOG")
+echo "Logging output to $LOG"
+START=$SECONDS
+RESULT=$(mktemp -d)
+trap 'rm -rf "$RESULT"' EXIT
+
+set -x
+$PYTHON tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \
+  --imdb "$TRAIN_IMDB" --cfg "$CFG" --device "$DEVICE" --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
+set +x
+NET_FINAL=$(cat "$RESULT/final")
+TRAIN_S=$((SECONDS - START))
+
+set -x
+$PYTHON tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
+  --device "$DEVICE" --map-file "$RESULT/map" "${EXTRA_ARGS[@]}"
+set +x
+MAP=$(cat "$RESULT/map")
+echo "alt-opt $NET $DATASET: mAP $MAP on $TEST_IMDB (train ${TRAIN_S}s, total $((SECONDS - START))s)"
+echo "model: $NET_FINAL  log: $LOG"

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Usage: ./experiments/scripts/faster_rcnn_end2end.sh NET DATASET [--set KEY VALUE ...]
+# Example: ./experiments/scripts/faster_rcnn_end2end.sh VGG16 pascal_voc --set EXP_DIR foobar
+# Approximate joint training with tools/train_net.py (END2END.MAX_ITERS, or ITERS=N), then test_net.
+set -e -o pipefail
+cd "$(dirname "$0")/../.."
+if [ $# -lt 2 ]; then
+  sed -n 2,4p "$0"; exit 2
+fi
+NET=$1; DATASET=$2; shift 2
+EXTRA_ARGS=("$@")
+source experiments/scripts/_datasets.sh end2end
+DEVICE=${DEVICE:-cpu}
+PYTHON=${PYTHON:-python}
+
+mkdir -p experiments/logs
+LOG="experiments/logs/faster_rcnn_end2end_${NET}_$(echo "$DATASET" | tr -c 'A-Za-z0-9_\n' '_').txt.$(date +'%Y-%m-%d_%H-%M-%S')"
+exec &> >(tee -a "$LOG")
+echo "Logging output to $LOG"
+START=$SECONDS
+RESULT=$(mktemp -d)
+trap 'rm -rf "$RESULT"' EXIT
+
+set -x
+$PYTHON tools/train_net.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} --imdb "$TRAIN_IMDB" \
+  --cfg "$CFG" --device "$DEVICE" ${ITERS:+--iters "$ITERS"} --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
+set +x
+NET_FINAL=$(cat "$RESULT/final")
+
+set -x
+$PYTHON tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
+  --device "$DEVICE" --map-file "$RESULT/map" "${EXTRA_ARGS[@]}"
+set +x
+MAP=$(cat "$RESULT/map")
+echo "end2end $NET $DATASET: mAP $MAP on $TEST_IMDB (total $((SECONDS - START))s)"
+echo "model: $NET_FINAL  log: $LOG"

@@ -1,0 +1,206 @@
+"""Configuration: py-faster-rcnn's key names and default values.
+
+A cfg is an EasyDict built by `get_default_cfg()` and passed explicitly; yml files and
+`--set KEY VALUE` lists are merged into it. Nothing here mutates shared state at import.
+"""
+import ast
+import copy
+import os
+
+import numpy as np
+from easydict import EasyDict as edict
+
+ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _defaults():
+    C = edict()
+
+    C.TRAIN = edict()
+    C.TRAIN.SCALES = (600,)             # short side of the resized image
+    C.TRAIN.MAX_SIZE = 1000             # cap on the long side
+    C.TRAIN.IMS_PER_BATCH = 2
+    C.TRAIN.BATCH_SIZE = 128            # RoIs per minibatch (all images)
+    C.TRAIN.FG_FRACTION = 0.25
+    C.TRAIN.FG_THRESH = 0.5
+    C.TRAIN.BG_THRESH_HI = 0.5
+    C.TRAIN.BG_THRESH_LO = 0.1
+    C.TRAIN.USE_FLIPPED = True
+    C.TRAIN.BBOX_REG = True
+    C.TRAIN.BBOX_THRESH = 0.5           # min IoU of a RoI with a gt to get a regression target
+    C.TRAIN.SNAPSHOT_ITERS = 10000
+    C.TRAIN.SNAPSHOT_INFIX = ""
+    C.TRAIN.BBOX_NORMALIZE_TARGETS = True
+    C.TRAIN.BBOX_INSIDE_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    C.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED = False
+    C.TRAIN.BBOX_NORMALIZE_MEANS = (0.0, 0.0, 0.0, 0.0)
+    C.TRAIN.BBOX_NORMALIZE_STDS = (0.1, 0.1, 0.2, 0.2)
+    C.TRAIN.PROPOSAL_METHOD = "gt"
+    C.TRAIN.ASPECT_GROUPING = True
+    C.TRAIN.HAS_RPN = False
+    C.TRAIN.RPN_POSITIVE_OVERLAP = 0.7
+    C.TRAIN.RPN_NEGATIVE_OVERLAP = 0.3
+    C.TRAIN.RPN_CLOBBER_POSITIVES = False
+    C.TRAIN.RPN_FG_FRACTION = 0.5
+    C.TRAIN.RPN_BATCHSIZE = 256
+    C.TRAIN.RPN_NMS_THRESH = 0.7
+    C.TRAIN.RPN_PRE_NMS_TOP_N = 12000
+    C.TRAIN.RPN_POST_NMS_TOP_N = 2000
+    C.TRAIN.RPN_MIN_SIZE = 16
+    C.TRAIN.RPN_BBOX_INSIDE_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    C.TRAIN.RPN_POSITIVE_WEIGHT = -1.0  # <0: uniform 1/#sampled
+    C.TRAIN.NUM_WORKERS = 2             # DataLoader workers
+
+    C.TEST = edict()
+    C.TEST.SCALES = (600,)
+    C.TEST.MAX_SIZE = 1000
+    C.TEST.NMS = 0.3
+    C.TEST.BBOX_REG = True
+    C.TEST.HAS_RPN = False
+    C.TEST.PROPOSAL_METHOD = "selective_search"
+    C.TEST.RPN_NMS_THRESH = 0.7
+    C.TEST.RPN_PRE_NMS_TOP_N = 6000
+    C.TEST.RPN_POST_NMS_TOP_N = 300
+    C.TEST.RPN_MIN_SIZE = 16
+    C.TEST.SCORE_THRESH = 0.05          # per-class detection threshold in test_net
+    C.TEST.MAX_PER_IMAGE = 100
+
+    # Solver (py-faster-rcnn keeps these in solver.prototxt files).
+    C.SOLVER = edict()
+    C.SOLVER.BASE_LR = 0.001
+    C.SOLVER.MOMENTUM = 0.9
+    C.SOLVER.WEIGHT_DECAY = 0.0005
+    C.SOLVER.GAMMA = 0.1
+    C.SOLVER.BIAS_LR_MULT = 2.0
+    C.SOLVER.BIAS_DECAY = True          # Caffe decays biases too (decay_mult 1)
+    C.SOLVER.AMP = False
+    C.SOLVER.DISPLAY = 20               # print smoothed losses every N iterations
+
+    # 4-step alternating optimisation: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN.
+    C.ALT_OPT = edict()
+    C.ALT_OPT.ITERS = (80000, 40000, 80000, 40000)
+    C.ALT_OPT.STEPSIZES = (60000, 30000, 60000, 30000)
+    # Proposals between stages (rpn_generate): each train image unflipped, TEST.SCALES,
+    # TEST.RPN_NMS_THRESH / RPN_MIN_SIZE; -1 = no pre-NMS cut, as the reference.
+    C.ALT_OPT.PROPOSAL_PRE_NMS_TOP_N = -1
+    C.ALT_OPT.PROPOSAL_POST_NMS_TOP_N = 2000
+    C.ALT_OPT.BASE_LRS = ()             # per-stage lr; empty = SOLVER.BASE_LR for all four
+
+    # Approximate joint training.
+    C.END2END = edict()
+    C.END2END.MAX_ITERS = 70000
+    C.END2END.STEPSIZE = 50000
+    C.END2END.ITER_SIZE = 2             # images per update through gradient accumulation
+
+    # Synthetic shapes_<split> data set (frcnn.datasets.shapes); any change regenerates it.
+    C.SHAPES = edict()
+    C.SHAPES.SEED = 0
+    C.SHAPES.NUM_TRAIN = 200
+    C.SHAPES.NUM_TEST = 100
+    C.SHAPES.IMAGE_MIN = 300            # image sides drawn from [IMAGE_MIN, IMAGE_MAX]
+    C.SHAPES.IMAGE_MAX = 500
+    C.SHAPES.SHAPE_MIN = 40             # shape size (px) drawn from [SHAPE_MIN, SHAPE_MAX]
+    C.SHAPES.SHAPE_MAX = 160
+    C.SHAPES.MAX_OBJECTS = 4            # 1..MAX_OBJECTS shapes per image
+
+    C.ANCHOR_SCALES = (8, 16, 32)
+    C.ANCHOR_RATIOS = (0.5, 1, 2)
+    C.FEAT_STRIDE = 16
+
+    C.DEDUP_BOXES = 1.0 / 16.0
+    C.PIXEL_MEANS = np.array([[[102.9801, 115.9465, 122.7717]]])  # BGR, 0-255
+    C.RNG_SEED = 3
+    C.EPS = 1e-14
+    C.ROOT_DIR = ROOT_DIR
+    C.DATA_DIR = os.path.join(ROOT_DIR, "data")
+    C.OUTPUT_DIR = os.path.join(ROOT_DIR, "output")
+    C.EXP_DIR = "default"
+    C.DEVICE = "cpu"
+    return C
+
+
+def get_default_cfg():
+    """A fresh cfg holding the reference defaults."""
+    return _defaults()
+
+
+def get_output_dir(imdb_name, cfg, net_name=None):
+    """output/<EXP_DIR>/<imdb_name>[/<net_name>], created if missing."""
+    path = os.path.join(cfg.OUTPUT_DIR, cfg.EXP_DIR, imdb_name)
+    if net_name:
+        path = os.path.join(path, net_name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _coerce(value, default, key):
+    """Cast `value` to the type of `default`, as py-faster-rcnn's merge does."""
+    if isinstance(default, np.ndarray):
+        return np.array(value, dtype=default.dtype).reshape(np.shape(value))
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if default is not None and value is not None and type(default) is not type(value):
+        raise ValueError(f"config key {key}: expected {type(default).__name__}, "
+                         f"got {type(value).__name__} ({value!r})")
+    return value
+
+
+def merge_into(src, dst, prefix=""):
+    """Merge dict `src` into cfg `dst` in place; unknown keys are an error."""
+    for k, v in src.items():
+        key = prefix + k
+        if k not in dst:
+            raise KeyError(f"unknown config key: {key}")
+        if isinstance(v, dict):
+            if not isinstance(dst[k], dict):
+                raise ValueError(f"config key {key} is not a section")
+            merge_into(v, dst[k], key + ".")
+        else:
+            dst[k] = _coerce(v, dst[k], key)
+    return dst
+
+
+def cfg_from_file(filename, cfg=None):
+    """Merge a yml file into `cfg` (fresh defaults when None) and return it."""
+    import yaml
+
+    cfg = get_default_cfg() if cfg is None else cfg
+    try:
+        with open(filename) as f:
+            loaded = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise FileNotFoundError(f"config file {filename}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {filename} is not valid yaml: {e}") from None
+    return merge_into(loaded, cfg)
+
+
+def _parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as a path
+
+
+def cfg_from_list(pairs, cfg=None):
+    """Merge ["TRAIN.SCALES", "(400,)", "EXP_DIR", "x"] into `cfg` and return it."""
+    cfg = get_default_cfg() if cfg is None else cfg
+    if len(pairs) % 2:
+        raise ValueError(f"--set takes KEY VALUE pairs, got an odd list: {pairs}")
+    for key, text in zip(pairs[0::2], pairs[1::2]):
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise KeyError(f"unknown config key: {key}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise KeyError(f"unknown config key: {key}")
+        node[parts[-1]] = _coerce(_parse_value(text), node[parts[-1]], key)
+    return cfg
+
+
+def cfg_copy(cfg):
+    return copy.deepcopy(cfg)

@@ -1,0 +1,233 @@
+"""PASCAL VOC (VOCdevkit layout) and the shared VOC-format loader with validation."""
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from .imdb import (DatasetError, cache_key, cached, check_all_boxes, file_signature, image_size,
+                   imdb)
+from .voc_eval import voc_eval, write_voc_results_file
+
+VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".BMP")
+
+
+def read_image_set(path):
+    """Image ids (first token of each non-empty line) of ImageSets/Main/<split>.txt."""
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path)
+        have = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".txt")) \
+            if os.path.isdir(folder) else []
+        raise DatasetError(f"{path}: image set file not found (splits in {folder}: {have}); "
+                           "create it with one image id per line")
+    with open(path) as f:
+        ids = [line.split()[0] for line in f.read().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"{path}: the image set is empty; list one image id per line")
+    return ids
+
+
+def _xml_root(xml_path):
+    if not os.path.isfile(xml_path):
+        raise DatasetError(f"{xml_path}: annotation file not found; add it or remove the image id "
+                           "from the image set")
+    try:
+        return ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise DatasetError(f"{xml_path}: unreadable annotation XML ({e}); fix or regenerate the "
+                           "file") from None
+
+
+def xml_class_names(xml_path):
+    return [(o.findtext("name") or "").lower().strip() for o in _xml_root(xml_path).findall("object")]
+
+
+def _int_field(node, key):
+    t = node.findtext(key)
+    if t is None:
+        return None
+    try:
+        return int(float(t))
+    except ValueError:
+        return None
+
+
+def load_voc_annotation(xml_path, image_path, class_to_ind):
+    """Parse and validate one VOC XML; gt entry with 0-based boxes, difficult objects dropped.
+
+    Returns {'boxes' [G,4] f32, 'gt_classes' [G] i32, 'gt_overlaps' [G,K] f32, 'seg_areas' [G] f32,
+    'flipped' False, 'width', 'height', 'num_difficult'}. Raises DatasetError naming the file,
+    the object and the fix.
+    """
+    root = _xml_root(xml_path)
+    width, height = image_size(image_path)  # the image as it will be loaded (checks it exists)
+    size = root.find("size")
+    if size is not None:
+        xw, xh = _int_field(size, "width"), _int_field(size, "height")
+        if xw and xh and (xw, xh) != (width, height):
+            raise DatasetError(
+                f"{xml_path}: <size> says {xw}x{xh} but {image_path} is {width}x{height} (WxH); "
+                "fix the <size> in the XML (or the image, if it was resized or rotated)")
+    num_classes = len(class_to_ind)
+    boxes, classes, n_diff = [], [], 0
+    for i, obj in enumerate(root.findall("object")):
+        name = (obj.findtext("name") or "").lower().strip()
+        what = f"{xml_path}: object {i} ('{name}')"
+        if name not in class_to_ind or class_to_ind[name] == 0:
+            known = [c for c in class_to_ind if c != "__background__"]
+            raise DatasetError(f"{what}: unknown class '{name}' (known: {known}); fix the <name> "
+                               "or add the class to the class list")
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise DatasetError(f"{what}: no <bndbox>; add xmin/ymin/xmax/ymax or remove the object")
+        try:
+            x1, y1, x2, y2 = (float(bb.findtext(k)) - 1 for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{what}: <bndbox> needs numeric xmin, ymin, xmax, ymax") from None
+        if x2 < x1 or y2 < y1:
+            raise DatasetError(
+                f"{what}: box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g}) "
+                "has xmax < xmin or ymax < ymin; swap or fix the coordinates")
+        if x1 < 0 or y1 < 0 or x2 > width - 1 or y2 > height - 1:
+            raise DatasetError(
+                f"{what}: box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g}) "
+                f"lies outside the {width}x{height} image {image_path}; VOC coordinates are "
+                f"1-based: clip them to 1..{width} (x) and 1..{height} (y)")
+        diff = _int_field(obj, "difficult") or 0
+        if diff:
+            n_diff += 1
+            continue
+        boxes.append((x1, y1, x2, y2))
+        classes.append(class_to_ind[name])
+    g = len(boxes)
+    boxes = np.array(boxes, dtype=np.float32).reshape(g, 4)
+    gt_classes = np.array(classes, dtype=np.int32)
+    overlaps = np.zeros((g, num_classes), dtype=np.float32)
+    overlaps[np.arange(g), gt_classes] = 1.0
+    seg_areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).astype(np.float32)
+    return {"boxes": boxes, "gt_classes": gt_classes, "gt_overlaps": overlaps,
+            "seg_areas": seg_areas, "flipped": False, "width": int(width), "height": int(height),
+            "num_difficult": n_diff}
+
+
+class VOCStyle(imdb):
+    """An image set in one or more VOC-format folders (Annotations/, JPEGImages/, ImageSets/Main/).
+
+    sources: list of folders; image ids are looked up in each (ids must not collide).
+    """
+
+    def __init__(self, name, cfg, sources, image_set, classes, use_07_metric=True):
+        super().__init__(name, cfg, classes)
+        self._image_set = image_set
+        self._sources = [os.path.abspath(s) for s in sources]
+        self.use_07_metric = use_07_metric
+        self._source_of = {}
+        self._image_index = []
+        for src in self._sources:
+            for index in read_image_set(self.image_set_file(src)):
+                if index in self._source_of:
+                    continue
+                self._source_of[index] = src
+                self._image_index.append(index)
+        self._image_paths = {}
+
+    def image_set_file(self, src=None):
+        return os.path.join(src or self._sources[0], "ImageSets", "Main", self._image_set + ".txt")
+
+    def annotation_path(self, index):
+        return os.path.join(self._source_of[index], "Annotations", index + ".xml")
+
+    def image_path_from_index(self, index):
+        """<src>/JPEGImages/<index>.jpg (or another image extension when that is what exists)."""
+        p = self._image_paths.get(index)
+        if p is not None:
+            return p
+        base = os.path.join(self._source_of[index], "JPEGImages", index)
+        p = base + ".jpg"
+        if not os.path.exists(p):
+            for ext in IMAGE_EXTS:
+                if os.path.exists(base + ext):
+                    p = base + ext
+                    break
+        self._image_paths[index] = p
+        return p
+
+    def _signature(self):
+        xmls = [self.annotation_path(i) for i in self._image_index]
+        ims = [self.image_path_from_index(i) for i in self._image_index]
+        return cache_key(self.name, self._classes, self._image_index, file_signature(xmls),
+                         file_signature(ims))
+
+    def gt_roidb(self):
+        """Validated gt entries, cached under DATA_DIR/cache keyed by the image set, the class list
+        and the (path, mtime, size) of every XML and image."""
+        def build():
+            c2i = self.class_to_ind
+            out = []
+            for index in self._image_index:
+                e = load_voc_annotation(self.annotation_path(index),
+                                        self.image_path_from_index(index), c2i)
+                e["index"] = index
+                out.append(e)
+            return out
+        roidb = cached(self.cache_path, f"{self.name}_gt_roidb", self._signature(), build)
+        for e in roidb:
+            e["image"] = self.image_path_from_index(e["index"])
+        return roidb
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate_detections(self, all_boxes, output_dir, cleanup=False):
+        """Writes <output_dir>/results/comp4_det_<split>_<cls>.txt (VOC format), prints AP per
+        class and the mean; returns mAP (classes without gt in the set are left out)."""
+        check_all_boxes(all_boxes, self.num_classes, self.num_images)
+        if len(self._sources) != 1:
+            raise DatasetError(f"{self.name} combines several folders; evaluate on one test set "
+                               "(e.g. voc_2007_test)")
+        res_dir = os.path.join(output_dir, "results")
+        os.makedirs(res_dir, exist_ok=True)
+        template = os.path.join(res_dir, f"comp4_det_{self._image_set}_{{:s}}.txt")
+        annopath = os.path.join(self._sources[0], "Annotations", "{:s}.xml")
+        # the images evaluated are this imdb's (tools may cut image_index to the first N)
+        imageset = os.path.join(res_dir, f"{self._image_set}_image_set.txt")
+        with open(imageset, "w") as f:
+            f.write("".join(i + "\n" for i in self._image_index))
+        cachedir = os.path.join(self.cache_path, "voc_eval")
+        aps = {}
+        print(f"VOC07 metric? {'Yes' if self.use_07_metric else 'No'}")
+        for c, cls in enumerate(self._classes):
+            if cls == "__background__":
+                continue
+            write_voc_results_file(template.format(cls), self._image_index, all_boxes[c])
+            _, _, ap = voc_eval(template, annopath, imageset, cls, cachedir,
+                                ovthresh=0.5, use_07_metric=self.use_07_metric)
+            aps[cls] = ap
+            print(f"AP for {cls} = {ap:.4f}")
+        valid = [a for a in aps.values() if not np.isnan(a)]
+        mAP = float(np.mean(valid)) if valid else 0.0
+        print(f"Mean AP = {mAP:.4f}")
+        self.aps = aps
+        if cleanup:
+            for cls in self._classes[1:]:
+                os.remove(template.format(cls))
+        return mAP
+
+
+class pascal_voc(VOCStyle):
+    """voc_<year>_<split>: data/VOCdevkit<year>/VOC<year>; year '0712' = 2007 + 2012."""
+
+    def __init__(self, image_set, year, cfg, devkit_path=None):
+        years = ["2007", "2012"] if year == "0712" else [year]
+        if devkit_path is not None:
+            sources = [os.path.join(devkit_path, f"VOC{y}") for y in years]
+        else:
+            sources = [os.path.join(cfg.DATA_DIR, f"VOCdevkit{y}", f"VOC{y}") for y in years]
+        for s in sources:
+            if not os.path.isdir(s):
+                raise DatasetError(f"{s}: VOC data not found; put VOCdevkit there (e.g. symlink "
+                                   f"data/VOCdevkit{os.path.basename(s)[3:]} to your VOCdevkit)")
+        super().__init__(f"voc_{year}_{image_set}", cfg, sources, image_set, VOC_CLASSES,
+                         use_07_metric=year != "0712" and int(year) < 2010)
+        self._year = year

@@ -1,0 +1,1 @@
+"""Fast R-CNN parts: box transforms, losses, training and testing."""

@@ -1,0 +1,223 @@
+"""Detection on images: im_detect, rpn proposals (im_proposals), test_net with VOC/COCO eval."""
+import os
+import pickle
+
+import cv2
+import numpy as np
+import torch
+
+from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
+from frcnn.fast_rcnn.nms_wrapper import nms
+from frcnn.utils.timer import Timer
+
+
+def _device_of(model):
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+def get_test_blob(im, cfg):
+    """Resize a BGR uint8 image [H, W, 3] for the net (TEST.SCALES[0], TEST.MAX_SIZE).
+
+    -> (images [1, 3, h, w] float tensor, im_info [1, 3] (h, w, scale), scale float).
+    """
+    from frcnn.roi_data.minibatch import im_list_to_blob, prep_im_for_blob
+
+    if len(cfg.TEST.SCALES) != 1:
+        raise ValueError(f"TEST.SCALES {cfg.TEST.SCALES}: only single-scale testing is "
+                         "implemented (as py-faster-rcnn with an RPN); give one scale")
+    im_r, scale = prep_im_for_blob(im, cfg.PIXEL_MEANS, cfg.TEST.SCALES[0], cfg.TEST.MAX_SIZE)
+    blob = im_list_to_blob([im_r])
+    blob = torch.as_tensor(np.ascontiguousarray(blob)).permute(0, 3, 1, 2).contiguous().float()
+    im_info = torch.tensor([[blob.shape[2], blob.shape[3], scale]], dtype=torch.float32)
+    return blob, im_info, float(scale)
+
+
+def _dedup(boxes, scale, dedup):
+    """py-faster-rcnn's DEDUP_BOXES: drop proposals that map to the same spot on the feature map.
+
+    -> (index of unique rows, inverse index mapping every input row to its unique row).
+    """
+    v = np.array([1, 1e3, 1e6, 1e9, 1e12])
+    rois = np.hstack((np.zeros((len(boxes), 1)), boxes * scale))
+    hashes = np.round(rois * dedup).dot(v)
+    _, index, inv = np.unique(hashes, return_index=True, return_inverse=True)
+    return index, inv
+
+
+@torch.no_grad()
+def im_detect(model, im, cfg, proposals=None):
+    """Detect objects in one image.
+
+    model: FasterRCNN in eval mode with a head (and an RPN unless `proposals` is given).
+    im: [H, W, 3] uint8 BGR (cv2.imread).
+    proposals: optional [P, 4] float original-image boxes (Fast R-CNN testing without RPN).
+    -> scores [R, K+1] np float32 (softmax), boxes [R, 4(K+1)] np float32 per-class boxes in
+       original-image coords, clipped (the RoI boxes tiled when TEST.BBOX_REG is off).
+    """
+    device = _device_of(model)
+    images, im_info, scale = get_test_blob(im, cfg)
+    props_t = None
+    inv = None
+    if proposals is not None:
+        proposals = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)
+        if cfg.DEDUP_BOXES > 0:
+            index, inv = _dedup(proposals, scale, cfg.DEDUP_BOXES)
+            proposals = proposals[index]
+        props_t = [torch.from_numpy(proposals * scale).to(device)]
+    out = model(images.to(device), im_info.to(device), proposals=props_t)
+    boxes = out["rois"][:, 1:5] / scale
+    scores = out["cls_prob"].float()
+    if cfg.TEST.BBOX_REG:
+        pred = bbox_transform_inv(boxes.float(), out["bbox_pred"].float())
+        pred = clip_boxes(pred, im.shape)
+    else:
+        pred = boxes.repeat(1, scores.shape[1])
+    scores, pred = scores.cpu().numpy(), pred.cpu().numpy()
+    if inv is not None:
+        scores, pred = scores[inv], pred[inv]
+    return scores, pred
+
+
+@torch.no_grad()
+def im_proposals(model, im, cfg):
+    """RPN proposals for one image (rpn_generate).
+
+    model: FasterRCNN with an RPN, eval mode; its proposal layer uses cfg.TEST.RPN_*.
+    -> boxes [P, 4] np float32 in original-image coords, scores [P] np float32.
+    """
+    device = _device_of(model)
+    images, im_info, scale = get_test_blob(im, cfg)
+    out = model(images.to(device), im_info.to(device))
+    boxes = (out["rois"][:, 1:5] / scale).float().cpu().numpy()
+    scores = out["rpn_scores"].float().reshape(-1).cpu().numpy()
+    return boxes, scores
+
+
+def detections_for_image(scores, boxes, num_classes, thresh, nms_thresh, max_per_image):
+    """Per-class threshold + NMS, then a cap over all classes (py-faster-rcnn's test_net).
+
+    scores [R, K+1], boxes [R, 4(K+1)] -> list of K+1 arrays [D, 5] (x1, y1, x2, y2, score),
+    entry 0 empty.
+    """
+    dets = [np.zeros((0, 5), dtype=np.float32)]
+    for j in range(1, num_classes):
+        inds = np.where(scores[:, j] > thresh)[0]
+        cls_dets = np.hstack((boxes[inds, j * 4:(j + 1) * 4],
+                              scores[inds, j][:, None])).astype(np.float32, copy=False)
+        keep = nms(cls_dets, nms_thresh)
+        dets.append(cls_dets[keep, :])
+    if max_per_image > 0:
+        image_scores = np.hstack([dets[j][:, -1] for j in range(1, num_classes)])
+        if len(image_scores) > max_per_image:
+            image_thresh = np.sort(image_scores)[-max_per_image]
+            for j in range(1, num_classes):
+                keep = np.where(dets[j][:, -1] >= image_thresh)[0]
+                dets[j] = dets[j][keep, :]
+    return dets
+
+
+def vis_detections(im, dets_per_class, classes, thresh=0.5):
+    """Draw labelled boxes with score >= thresh on a copy of a BGR image."""
+    im = im.copy()
+    palette = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
+               (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
+               (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0)]
+    th = max(1, round(min(im.shape[:2]) / 300))
+    for j in range(1, len(classes)):
+        color = palette[(j - 1) % len(palette)]
+        for x1, y1, x2, y2, s in dets_per_class[j]:
+            if s < thresh:
+                continue
+            p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+            cv2.rectangle(im, p1, p2, color, th)
+            label = f"{classes[j]} {s:.2f}"
+            fs = 0.4 * th
+            (tw, tht), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+            ty = max(p1[1], tht + base)
+            cv2.rectangle(im, (p1[0], ty - tht - base), (p1[0] + tw, ty), color, -1)
+            cv2.putText(im, label, (p1[0], ty - base), cv2.FONT_HERSHEY_SIMPLEX, fs,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+    return im
+
+
+@torch.no_grad()
+def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, proposals=None,
+             vis_dir=None, log_every=None):
+    """Detect on every image of `imdb` and evaluate; -> mAP (float).
+
+    proposals: optional list (imdb order) of [P, 4] original-image boxes when the model has no
+    RPN (TEST.HAS_RPN False). Writes detections.pkl and the results files into output_dir,
+    prints AP per class (imdb.evaluate_detections) and ms/image for im_detect and misc.
+    """
+    max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else max_per_image
+    thresh = cfg.TEST.SCORE_THRESH if thresh is None else thresh
+    model.eval()
+    device = _device_of(model)
+    num_images, num_classes = imdb.num_images, imdb.num_classes
+    all_boxes = [[np.zeros((0, 5), dtype=np.float32) for _ in range(num_images)]
+                 for _ in range(num_classes)]
+    os.makedirs(output_dir, exist_ok=True)
+    t_det, t_misc = Timer(_sync(device)), Timer()
+    log_every = log_every or max(1, min(100, num_images // 10))
+    for i in range(num_images):
+        path = imdb.image_path_at(i)
+        im = cv2.imread(path)
+        if im is None:
+            raise FileNotFoundError(f"cannot read image {path} (image {i} of {imdb.name})")
+        t_det.tic()
+        scores, boxes = im_detect(model, im, cfg, None if proposals is None else proposals[i])
+        t_det.toc()
+        t_misc.tic()
+        dets = detections_for_image(scores, boxes, num_classes, thresh, cfg.TEST.NMS,
+                                    max_per_image)
+        for j in range(1, num_classes):
+            all_boxes[j][i] = dets[j]
+        if vis_dir:
+            os.makedirs(vis_dir, exist_ok=True)
+            cv2.imwrite(os.path.join(vis_dir, f"{imdb.image_index[i]}.png"),
+                        vis_detections(im, dets, imdb.classes))
+        t_misc.toc()
+        if (i + 1) % log_every == 0 or i + 1 == num_images:
+            print(f"im_detect: {i + 1}/{num_images} {t_det.average_time:.3f}s "
+                  f"{t_misc.average_time:.3f}s", flush=True)
+    with open(os.path.join(output_dir, "detections.pkl"), "wb") as f:
+        pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
+    print(f"Speed: im_detect {1000 * t_det.average_time:.1f} ms/image, misc "
+          f"{1000 * t_misc.average_time:.1f} ms/image ({num_images} images, device {device})")
+    print("Evaluating detections")
+    mAP = imdb.evaluate_detections(all_boxes, output_dir)
+    return float(mAP)
+
+
+@torch.no_grad()
+def imdb_proposals(model, imdb, cfg, log_every=None):
+    """RPN proposals for every image of `imdb` (unflipped, imdb order).
+
+    -> list of [P, 4] np float32 boxes in original-image coords (scores are not kept, as in
+       the reference's rpn_generate).
+    """
+    model.eval()
+    t = Timer(_sync(_device_of(model)))
+    log_every = log_every or max(1, min(100, imdb.num_images // 10))
+    boxes = []
+    for i in range(imdb.num_images):
+        path = imdb.image_path_at(i)
+        im = cv2.imread(path)
+        if im is None:
+            raise FileNotFoundError(f"cannot read image {path} (image {i} of {imdb.name})")
+        t.tic()
+        b, _ = im_proposals(model, im, cfg)
+        t.toc()
+        boxes.append(b)
+        if (i + 1) % log_every == 0 or i + 1 == imdb.num_images:
+            print(f"im_proposals: {i + 1}/{imdb.num_images} {t.average_time:.3f}s "
+                  f"({np.mean([len(x) for x in boxes]):.0f} boxes/image)", flush=True)
+    return boxes

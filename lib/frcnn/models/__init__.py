@@ -1,0 +1,50 @@
+"""Detection models: `build_model(net, num_classes, cfg, parts)` over the VGG16, ZF, TINY, ELITE0 backbones."""
+import numpy as np
+
+from frcnn.models.faster_rcnn import FasterRCNN, FastRCNNHead, RPNHead, make_anchors
+
+NETS = ("VGG16", "ZF", "TINY", "ELITE0")
+
+
+def build_backbone(net, cfg=None, pretrained=True):
+    """Shared convs of `net` (random init, except ELITE0 which loads its ImageNet weights when
+    `pretrained`)."""
+    name = net.upper()
+    if name == "VGG16":
+        from frcnn.models.vgg16 import VGG16
+        return VGG16()
+    if name == "ZF":
+        from frcnn.models.zf import ZF
+        return ZF()
+    if name == "TINY":
+        from frcnn.models.tiny import Tiny
+        return Tiny()
+    if name == "ELITE0":
+        from frcnn.models.elite0 import Elite0
+        means = cfg.PIXEL_MEANS if cfg is not None else (102.9801, 115.9465, 122.7717)
+        return Elite0(pixel_means=np.asarray(means).reshape(3), pretrained=pretrained)
+    raise ValueError(f"unknown net {net!r}: choose one of {', '.join(NETS)}")
+
+
+def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True):
+    """FasterRCNN for `net` with the parts named in `parts` ("rpn", "head").
+
+    num_classes: K+1 including background. RPN and predictors get the reference init.
+    With TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED (end2end) the bbox normalisation buffers are
+    set to the cfg BBOX_NORMALIZE_MEANS/STDS; otherwise they start as identity (alt-opt sets the
+    empirical stats with model.set_bbox_normalization).
+    """
+    unknown = set(parts) - {"rpn", "head"}
+    if unknown:
+        raise ValueError(f"unknown model parts {sorted(unknown)}: use 'rpn' and/or 'head'")
+    backbone = build_backbone(net, cfg, pretrained)
+    rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, make_anchors(cfg)) if "rpn" in parts else None
+    head = backbone.make_head(num_classes) if "head" in parts else None
+    model = FasterRCNN(backbone, rpn, head, cfg)
+    if head is not None and cfg.TRAIN.BBOX_NORMALIZE_TARGETS and cfg.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
+        model.set_bbox_normalization(np.asarray(cfg.TRAIN.BBOX_NORMALIZE_MEANS, dtype=np.float32),
+                                     np.asarray(cfg.TRAIN.BBOX_NORMALIZE_STDS, dtype=np.float32))
+    return model
+
+
+__all__ = ["build_model", "build_backbone", "FasterRCNN", "RPNHead", "FastRCNNHead", "NETS"]

@@ -1,0 +1,1 @@
+"""roidb preparation, image blobs and the training data loader."""

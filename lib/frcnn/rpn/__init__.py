@@ -1,0 +1,1 @@
+"""Region proposal network layers: anchors, anchor targets, proposals, proposal targets."""

@@ -1,0 +1,105 @@
+"""RPN training targets (py-faster-rcnn anchor_target_layer), per image, in torch on device.
+
+Sampling picks a uniformly random subset through random keys and a sort, so nothing leaves
+the device (no .item()/nonzero sync): the same distribution as the reference's
+npr.choice(..., replace=False).
+"""
+import torch
+
+from frcnn.fast_rcnn.bbox_transform import bbox_transform
+
+
+def box_iou(a, b):
+    from frcnn.ops import box_iou as _box_iou  # late import: the ops package may be built later
+    return _box_iou(a, b, offset=1)
+
+
+def uniform(n, device, generator=None):
+    """n uniform numbers on `device`, drawn from `generator` (on its own device) or the global RNG."""
+    if generator is None:
+        return torch.rand(n, device=device)
+    return torch.rand(n, generator=generator, device=generator.device).to(device)
+
+
+def subsample(mask, keep, generator=None):
+    """Keep a uniformly random subset of at most `keep` True entries of `mask`.
+
+    mask: [N] bool; keep: int or 0-dim tensor -> [N] bool subset of mask. No host sync.
+    """
+    n = mask.shape[0]
+    if n == 0:
+        return mask
+    key = torch.where(mask, uniform(n, mask.device, generator), torch.full_like(mask, 2, dtype=torch.float32))
+    order = torch.argsort(key)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n, device=mask.device)
+    return mask & (rank < keep)
+
+
+def _weights(w, like):
+    """[4] weights as a python float when uniform (no host-to-device copy), else a tensor."""
+    w = [float(v) for v in w]
+    return w[0] if len(set(w)) == 1 else like.new_tensor(w)
+
+
+def anchor_target(anchors, gt_boxes, im_info, cfg, generator=None, allowed_border=0):
+    """Labels and regression targets of every anchor of one image.
+
+    anchors: [N, 4] all shifted anchors, order (h, w, a); gt_boxes: [G, 5] (x1, y1, x2, y2, cls)
+    scaled image coords; im_info: [3] (h, w, scale) tensor.
+    Returns labels [N] int64 (1 fg, 0 bg, -1 ignore), bbox_targets [N, 4] (not normalised),
+    bbox_inside_weights [N, 4], bbox_outside_weights [N, 4] (1/#sampled on sampled anchors).
+
+    Only anchors fully inside the image (with `allowed_border`) get a label. Labels: max IoU <
+    RPN_NEGATIVE_OVERLAP -> 0, every anchor tying a gt's best IoU -> 1, IoU >= RPN_POSITIVE_OVERLAP
+    -> 1 (bg first unless RPN_CLOBBER_POSITIVES). Then at most RPN_FG_FRACTION * RPN_BATCHSIZE fg
+    and RPN_BATCHSIZE - #fg bg survive. A gt whose best IoU is 0 marks no anchor (the reference
+    would mark every zero-IoU anchor fg); with no gt all inside anchors are bg candidates.
+    """
+    T = cfg.TRAIN
+    device = anchors.device
+    n = anchors.shape[0]
+    im_info = im_info.to(device=device, dtype=anchors.dtype)
+    inside = ((anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border) &
+              (anchors[:, 2] < im_info[1] + allowed_border) & (anchors[:, 3] < im_info[0] + allowed_border))
+    gt = gt_boxes[:, :4].to(device=device, dtype=anchors.dtype)
+    if gt.shape[0] > 0:
+        overlaps = box_iou(anchors, gt)                                   # [N, G]
+        overlaps = torch.where(inside[:, None], overlaps, overlaps.new_full((), -1.0))
+        max_ov, argmax_ov = overlaps.max(dim=1)
+        gt_max = overlaps.max(dim=0).values                               # [G], over inside anchors
+        best = ((overlaps == gt_max[None, :]) & (gt_max[None, :] > 0)).any(dim=1) & inside
+        targets = bbox_transform(anchors, gt[argmax_ov])
+    else:
+        max_ov = torch.zeros(n, dtype=anchors.dtype, device=device)
+        best = torch.zeros(n, dtype=torch.bool, device=device)
+        targets = anchors.new_zeros((n, 4))
+    neg = inside & (max_ov < T.RPN_NEGATIVE_OVERLAP)
+    pos = inside & (max_ov >= T.RPN_POSITIVE_OVERLAP)
+    # torch.where, not masked assignment: no nonzero() sync on CUDA
+    if T.RPN_CLOBBER_POSITIVES:
+        fg_cand, bg_cand = (best | pos) & ~neg, neg
+    else:
+        fg_cand = best | pos
+        bg_cand = neg & ~fg_cand
+
+    num_fg = int(T.RPN_FG_FRACTION * T.RPN_BATCHSIZE)
+    fg = subsample(fg_cand, num_fg, generator)
+    num_bg = T.RPN_BATCHSIZE - fg.sum()
+    bg = subsample(bg_cand, num_bg, generator)
+    labels = torch.where(fg, 1, torch.where(bg, 0, -1))
+
+    fgf = fg.to(anchors.dtype)[:, None]
+    inside_w = fgf.expand(n, 4) * _weights(T.RPN_BBOX_INSIDE_WEIGHTS, anchors)
+    sampled = (fg | bg).to(anchors.dtype)
+    if T.RPN_POSITIVE_WEIGHT < 0:
+        w = 1.0 / sampled.sum().clamp(min=1.0)
+        pos_w, neg_w = w, w
+    else:
+        if not 0 < T.RPN_POSITIVE_WEIGHT < 1:
+            raise ValueError(f"TRAIN.RPN_POSITIVE_WEIGHT must be in (0, 1) or negative, got {T.RPN_POSITIVE_WEIGHT}")
+        pos_w = T.RPN_POSITIVE_WEIGHT / fg.sum().clamp(min=1)
+        neg_w = (1.0 - T.RPN_POSITIVE_WEIGHT) / bg.sum().clamp(min=1)
+    outside_w = (fgf * pos_w + bg.to(anchors.dtype)[:, None] * neg_w).expand(n, 4).contiguous()
+    targets = targets * inside[:, None].to(anchors.dtype)   # zero outside, as the reference's unmap
+    return labels, targets, inside_w, outside_w

@@ -1,0 +1,1 @@
+"""Utilities: cython_bbox (compiled box overlaps; built by `make`)."""

@@ -1,0 +1,81 @@
+"""Config: reference defaults, yml/--set merging, the experiment cfgs, no shared state."""
+import os
+
+import numpy as np
+import pytest
+
+from frcnn.config import cfg_from_file, cfg_from_list, get_default_cfg, get_output_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFGS = os.path.join(ROOT, "experiments", "cfgs")
+
+
+def test_reference_defaults():
+    c = get_default_cfg()
+    T = c.TRAIN
+    assert T.SCALES == (600,) and T.MAX_SIZE == 1000 and T.IMS_PER_BATCH == 2
+    assert (T.BATCH_SIZE, T.FG_FRACTION, T.FG_THRESH) == (128, 0.25, 0.5)
+    assert (T.BG_THRESH_HI, T.BG_THRESH_LO) == (0.5, 0.1)
+    assert T.USE_FLIPPED and T.BBOX_REG and T.BBOX_THRESH == 0.5 and T.SNAPSHOT_ITERS == 10000
+    assert T.BBOX_NORMALIZE_TARGETS and not T.BBOX_NORMALIZE_TARGETS_PRECOMPUTED
+    assert T.BBOX_NORMALIZE_MEANS == (0.0, 0.0, 0.0, 0.0)
+    assert T.BBOX_NORMALIZE_STDS == (0.1, 0.1, 0.2, 0.2)
+    assert T.ASPECT_GROUPING
+    assert (T.RPN_POSITIVE_OVERLAP, T.RPN_NEGATIVE_OVERLAP, T.RPN_CLOBBER_POSITIVES) == (0.7, 0.3, False)
+    assert (T.RPN_FG_FRACTION, T.RPN_BATCHSIZE, T.RPN_NMS_THRESH) == (0.5, 256, 0.7)
+    assert (T.RPN_PRE_NMS_TOP_N, T.RPN_POST_NMS_TOP_N, T.RPN_MIN_SIZE) == (12000, 2000, 16)
+    assert T.RPN_POSITIVE_WEIGHT == -1
+    S = c.TEST
+    assert S.SCALES == (600,) and S.MAX_SIZE == 1000 and S.NMS == 0.3
+    assert (S.RPN_NMS_THRESH, S.RPN_PRE_NMS_TOP_N, S.RPN_POST_NMS_TOP_N, S.RPN_MIN_SIZE) == (0.7, 6000, 300, 16)
+    np.testing.assert_allclose(c.PIXEL_MEANS.ravel(), [102.9801, 115.9465, 122.7717])
+    assert c.PIXEL_MEANS.shape == (1, 1, 3)
+    assert c.RNG_SEED == 3
+
+
+def test_fresh_cfg_each_call():
+    a, b = get_default_cfg(), get_default_cfg()
+    a.TRAIN.SCALES = (400,)
+    a.PIXEL_MEANS[0, 0, 0] = 0
+    assert b.TRAIN.SCALES == (600,) and b.PIXEL_MEANS[0, 0, 0] == pytest.approx(102.9801)
+
+
+def test_alt_opt_yml():
+    c = cfg_from_file(os.path.join(CFGS, "faster_rcnn_alt_opt.yml"))
+    assert c.TRAIN.BG_THRESH_LO == 0.0 and c.TEST.HAS_RPN is True
+    assert c.EXP_DIR == "faster_rcnn_alt_opt"
+    assert c.TRAIN.IMS_PER_BATCH == 2  # untouched keys keep the defaults
+
+
+def test_end2end_yml():
+    c = cfg_from_file(os.path.join(CFGS, "faster_rcnn_end2end.yml"))
+    T = c.TRAIN
+    assert T.HAS_RPN and T.IMS_PER_BATCH == 1 and T.BBOX_NORMALIZE_TARGETS_PRECOMPUTED
+    assert T.BG_THRESH_LO == 0.0 and c.TEST.HAS_RPN
+    assert isinstance(T.BG_THRESH_LO, float)
+
+
+def test_cfg_from_list_and_types(tmp_path):
+    c = cfg_from_list(["TRAIN.SCALES", "(400, 500)", "EXP_DIR", "my_exp", "TRAIN.FG_THRESH", "0.6",
+                       "SHAPES.NUM_TRAIN", "20"])
+    assert c.TRAIN.SCALES == (400, 500) and c.EXP_DIR == "my_exp" and c.TRAIN.FG_THRESH == 0.6
+    assert c.SHAPES.NUM_TRAIN == 20
+    with pytest.raises(KeyError, match="TRAIN.NOPE"):
+        cfg_from_list(["TRAIN.NOPE", "1"])
+    with pytest.raises(ValueError):
+        cfg_from_list(["TRAIN.SCALES"])
+    with pytest.raises(ValueError, match="TRAIN.USE_FLIPPED"):
+        cfg_from_list(["TRAIN.USE_FLIPPED", "'yes'"])
+    y = tmp_path / "bad.yml"
+    y.write_text("TRAIN:\n  NOT_A_KEY: 1\n")
+    with pytest.raises(KeyError, match="TRAIN.NOT_A_KEY"):
+        cfg_from_file(str(y))
+    y.write_text("TRAIN:\n  SCALES: [300, 400]\n")
+    assert cfg_from_file(str(y)).TRAIN.SCALES == (300, 400)
+
+
+def test_output_dir(tmp_path):
+    c = get_default_cfg()
+    c.OUTPUT_DIR = str(tmp_path)
+    p = get_output_dir("shapes_train", c, "tiny")
+    assert p == os.path.join(str(tmp_path), "default", "shapes_train", "tiny") and os.path.isdir(p)

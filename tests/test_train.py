@@ -1,0 +1,152 @@
+"""Solver: Caffe SGD, lr schedule, frozen layers, snapshots, exact resume, NaN stop."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from frcnn.config import get_default_cfg
+from frcnn.fast_rcnn import train as T
+
+
+class ToyDetector(nn.Module):
+    """Mimics the FasterRCNN training interface; uses torch and numpy RNGs like target sampling."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+
+    def forward(self, images, im_info, gt_boxes, proposals=None):
+        f = self.backbone(images).mean(dim=(2, 3))
+        idx = torch.from_numpy(np.random.permutation(f.shape[0]))  # numpy RNG
+        noise = torch.randn(f.shape) * 0.01                          # torch RNG
+        out = self.head(f[idx] + noise)
+        tgt = torch.stack([g[:, 4].sum() for g in gt_boxes])[idx]
+        return {"cls_loss": (out[:, 0] - tgt).pow(2).mean(), "bbox_loss": out[:, 1].abs().mean()}
+
+
+def toy_loader(seed, ims=2):
+    def fn(start):
+        def gen():
+            k = start
+            while True:
+                g = torch.Generator().manual_seed(seed * 100003 + k)
+                yield {"images": torch.randn(ims, 3, 8, 8, generator=g),
+                       "im_info": torch.tensor([[8.0, 8.0, 1.0]] * ims),
+                       "gt_boxes": [torch.tensor([[0, 0, 4, 4, float(k % 3 + 1)]]) for _ in range(ims)],
+                       "proposals": None, "image_ids": [f"img{k}_{i}" for i in range(ims)],
+                       "iteration": k}
+                k += 1
+        return gen()
+    return fn
+
+
+def _cfg():
+    cfg = get_default_cfg()
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.DISPLAY = 1000
+    cfg.TRAIN.SNAPSHOT_ITERS = 5
+    return cfg
+
+
+class LossRecorder:
+    def __init__(self, model):
+        self.losses = []
+        orig = model.forward
+
+        def fwd(*a, **k):
+            out = orig(*a, **k)
+            self.losses.append(float(sum(out.values()).detach()))
+            return out
+        model.forward = fwd
+
+
+def _run(tmp, max_iters, cfg, stop_at=None, resume=True):
+    torch.manual_seed(0)
+    model = ToyDetector()
+    rec = LossRecorder(model)
+    if stop_at is not None:
+        # train_model stops at max_iters: emulate an interruption by training to stop_at first
+        T.train_model(model, [None] * 4, cfg, tmp, stop_at, 7, 2, False, prefix="toy",
+                      loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=resume,
+                      log_dir=None, progress=False)
+        os.remove(T.final_path(tmp, "toy"))
+        torch.manual_seed(123)  # a different process state: resume must not depend on it
+        np.random.seed(77)
+        model = ToyDetector()
+        rec2 = LossRecorder(model)
+        T.train_model(model, [None] * 4, cfg, tmp, max_iters, 7, 2, False, prefix="toy",
+                      loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=True,
+                      log_dir=None, progress=False)
+        return rec.losses + rec2.losses, model
+    T.train_model(model, [None] * 4, cfg, tmp, max_iters, 7, 2, False, prefix="toy",
+                  loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=resume,
+                  log_dir=None, progress=False)
+    return rec.losses, model
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = _cfg()
+    full, m1 = _run(str(tmp_path / "a"), 20, cfg)
+    half, m2 = _run(str(tmp_path / "b"), 20, cfg, stop_at=10)
+    assert len(full) == len(half) == 20
+    assert full == half
+    for (n, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_snapshots_and_final(tmp_path):
+    cfg = _cfg()
+    _run(str(tmp_path), 12, cfg)
+    names = sorted(os.listdir(tmp_path))
+    assert "toy_iter_5.pth" in names and "toy_iter_10.pth" in names and "toy_iter_12.pth" in names
+    assert T.find_snapshot(str(tmp_path), "toy").endswith("toy_iter_12.pth")
+    snap = torch.load(tmp_path / "toy_iter_5.pth", weights_only=False)
+    assert snap["iteration"] == 5 and snap["data"]["next_batch"] == 5
+    assert {"torch", "numpy", "python"} <= set(snap["rng"])
+    assert "model" in torch.load(tmp_path / "toy_final.pth", weights_only=False)
+
+
+def test_optimizer_groups_and_frozen():
+    cfg = get_default_cfg()
+    model = ToyDetector()
+    T.freeze(model, ["backbone"])
+    opt = T.build_optimizer(model, cfg, 0.001)
+    ids = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) not in ids for p in model.backbone.parameters())
+    by_mult = {g["lr_mult"]: g for g in opt.param_groups}
+    assert by_mult[2.0]["lr"] == pytest.approx(0.002) and by_mult[1.0]["lr"] == pytest.approx(0.001)
+    assert by_mult[2.0]["weight_decay"] == by_mult[1.0]["weight_decay"] == 0.0005
+    assert T.step_lr(0.001, 0.1, 30, 29) == pytest.approx(0.001)
+    assert T.step_lr(0.001, 0.1, 30, 30) == pytest.approx(0.0001)
+
+
+def test_caffe_sgd_matches_formula():
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = T.CaffeSGD([dict(params=[w], lr=0.1, weight_decay=0.5)], lr=0.1, momentum=0.9)
+    v = torch.zeros(2)
+    ref = w.detach().clone()
+    for step in range(3):
+        lr = 0.1 if step < 2 else 0.01
+        opt.param_groups[0]["lr"] = lr
+        w.grad = torch.tensor([0.3, 0.7])
+        v = 0.9 * v + lr * (w.grad + 0.5 * ref)
+        ref = ref - v
+        opt.step()
+        assert torch.allclose(w.detach(), ref)
+
+
+def test_nan_loss_names_images(tmp_path):
+    cfg = _cfg()
+
+    class Bad(ToyDetector):
+        def forward(self, *a, **k):
+            out = super().forward(*a, **k)
+            out["cls_loss"] = out["cls_loss"] * float("nan")
+            return out
+
+    with pytest.raises(FloatingPointError, match="img0_0"):
+        T.train_model(Bad(), [None], cfg, str(tmp_path), 3, 10, 2, False, prefix="bad",
+                      loader_fn=toy_loader(3), device="cpu", log_dir=None, progress=False)

@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Generate RPN proposals for every image of an image set (pickle of per-image [P, 4] boxes).
+
+The alt-opt tool runs this between stages with the reference's settings: each image unflipped,
+no pre-NMS cut (ALT_OPT.PROPOSAL_PRE_NMS_TOP_N -1), NMS TEST.RPN_NMS_THRESH 0.7, top
+ALT_OPT.PROPOSAL_POST_NMS_TOP_N 2000, min size TEST.RPN_MIN_SIZE 16, original-image coords.
+
+  python tools/rpn_generate.py --net ZF --model output/.../zf_stage1_rpn_final.pth \
+      --imdb voc_2007_trainval --cfg experiments/cfgs/faster_rcnn_alt_opt.yml --out props.pkl
+"""
+import argparse
+import os
+import pickle
+
+import _init_paths  # noqa: F401
+from _init_paths import add_common_args, setup_cfg
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="RPN proposals for an image set")
+    p.add_argument("--net", required=True)
+    p.add_argument("--model", required=True, help="a .pth with backbone + rpn weights")
+    p.add_argument("--imdb", default="voc_2007_trainval")
+    p.add_argument("--out", default=None, help="default: <model>_proposals_<imdb>.pkl")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    cfg = setup_cfg(args)
+
+    from frcnn.datasets.factory import get_imdb
+    from frcnn.fast_rcnn.test import imdb_proposals
+    from frcnn.models import build_model
+    from train_faster_rcnn_alt_opt import AltOpt, rpn_generate_cfg
+
+    cfg = rpn_generate_cfg(cfg)
+    imdb = get_imdb(args.imdb, cfg)
+    model = build_model(args.net.upper(), imdb.num_classes, cfg, parts=("rpn",), pretrained=False)
+    AltOpt.load_parts(model, args.model, ["backbone.", "rpn."])
+    model.to(cfg.DEVICE).eval()
+    boxes = imdb_proposals(model, imdb, cfg)
+    out = args.out or (os.path.splitext(args.model)[0] + "_proposals_"
+                       + imdb.name.replace(":", "_").replace("/", "_") + ".pkl")
+    with open(out, "wb") as f:
+        pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Test a Faster R-CNN model on an image set: detections, results files, AP per class and mAP.
+
+  python tools/test_net.py --net VGG16 --model output/faster_rcnn_alt_opt/voc_2007_trainval/vgg16_faster_rcnn_final.pth \
+      --imdb voc_2007_test --cfg experiments/cfgs/faster_rcnn_alt_opt.yml
+
+A Fast R-CNN model without RPN (an alt-opt stage file) can be tested with --proposals PKL
+(from tools/rpn_generate.py) and --set TEST.HAS_RPN False.
+"""
+import argparse
+import os
+import pickle
+import sys
+import time
+
+import _init_paths  # noqa: F401
+from _init_paths import add_common_args, setup_cfg, threads_note
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Test a Faster R-CNN network")
+    p.add_argument("--net", required=True, help="VGG16, ZF, TINY or ELITE0")
+    p.add_argument("--model", required=True, help=".pth written by the training tools")
+    p.add_argument("--imdb", default="voc_2007_test", help="image set to test on")
+    p.add_argument("--comp", action="store_true", help="competition mode (no salt in file names, keep results)")
+    p.add_argument("--proposals", default=None, help="pickle of per-image boxes (no-RPN testing)")
+    p.add_argument("--max-per-image", type=int, default=None, help="default TEST.MAX_PER_IMAGE (100)")
+    p.add_argument("--num-images", type=int, default=None, help="test only the first N images")
+    p.add_argument("--vis", default=None, help="folder to write PNGs with the detections")
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--map-file", default=None, help="write the mAP into this file")
+    add_common_args(p)
+    return p.parse_args(argv)
+
+
+def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu"):
+    """build_model + weights from a .pth written by train_model / the alt-opt tool; eval mode."""
+    import torch
+
+    from frcnn.fast_rcnn.train import load_weights
+    from frcnn.models import build_model
+
+    if not os.path.exists(path):
+        sys.exit(f"model file {path} not found: train first (experiments/alt_opt.sh) or fix --model")
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(raw, dict) and raw.get("classes") and len(raw["classes"]) != num_classes:
+        sys.exit(f"{path} was trained for {len(raw['classes'])} classes {raw['classes']}, "
+                 f"the test set has {num_classes}")
+    if isinstance(raw, dict) and raw.get("net") and raw["net"].upper() != net.upper():
+        sys.exit(f"{path} holds a {raw['net']} model, not {net}: fix --net")
+    model = build_model(net, num_classes, cfg, parts=parts, pretrained=False)
+    state = load_weights(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        sys.exit(f"{path} lacks {missing[:4]}: is it a stage file? Use the *_faster_rcnn_final.pth "
+                 "or pass --proposals with --set TEST.HAS_RPN False")
+    model.load_state_dict({k: state[k] for k in own})
+    return model.to(device).eval()
+
+
+def main(argv=None):
+    import torch
+
+    from frcnn.config import get_output_dir
+    from frcnn.datasets.factory import get_imdb
+    from frcnn.fast_rcnn.test import test_net
+
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    imdb = get_imdb(args.imdb, cfg)
+    if args.comp and hasattr(imdb, "competition_mode"):
+        imdb.competition_mode(True)
+    if args.num_images:
+        imdb._image_index = imdb.image_index[:args.num_images]
+    proposals = None
+    parts = ("rpn", "head")
+    if args.proposals:
+        with open(args.proposals, "rb") as f:
+            proposals = pickle.load(f)
+        if len(proposals) < imdb.num_images:
+            sys.exit(f"{args.proposals} has {len(proposals)} entries, {imdb.name} has {imdb.num_images} images")
+        parts = ("head",)
+    elif not cfg.TEST.HAS_RPN:
+        sys.exit("TEST.HAS_RPN is False: give --proposals (tools/rpn_generate.py)")
+    model = load_model(args.net, args.model, imdb.num_classes, cfg, parts, cfg.DEVICE)
+    name = os.path.splitext(os.path.basename(args.model))[0]
+    out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg, name)
+    print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "
+          f"{threads_note()}; results in {out}")
+    t0 = time.perf_counter()
+    mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image, proposals=proposals,
+                   vis_dir=args.vis)
+    print(f"Mean AP = {mAP:.4f}")
+    if args.map_file:
+        with open(args.map_file, "w") as f:
+            f.write(f"{mAP:.4f}")
+    print(f"test_net total {time.perf_counter() - t0:.1f}s")
+    return mAP
+
+
+if __name__ == "__main__":
+    main()
