@@ -37,6 +37,11 @@ def test_rpn_losses_hand_case():
                             torch.cat((labels, labels)), torch.cat((targets, targets)),
                             torch.cat((inw, inw)), torch.cat((outw, outw)))
     assert abs(cls2.item() - ce) < 1e-6 and abs(box2.item() - sl / 2) < 1e-6
+    # an image without sampled anchors (too small for any anchor) does not dilute the other
+    cls3, box3 = rpn_losses(torch.cat((logits, logits)), torch.cat((deltas, deltas)),
+                            torch.cat((labels, labels * 0 - 1)), torch.cat((targets, targets)),
+                            torch.cat((inw, inw * 0)), torch.cat((outw, outw * 0)))
+    assert abs(cls3.item() - ce) < 1e-6 and abs(box3.item() - sl) < 1e-6
 
 
 def test_fast_rcnn_losses_hand_case():

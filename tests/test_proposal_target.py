@@ -66,7 +66,8 @@ def test_targets_class_columns_and_normalisation():
             assert float(t[i].abs().sum()) == 0 and float(inw[i].sum()) == 0
             continue
         raw = bbox_transform(out["rois"][i:i + 1], GT[:1, :4] if c == 3 else GT[1:, :4])[0]
-        np.testing.assert_allclose(t[i, 4 * c:4 * c + 4].numpy(), ((raw - means[c]) / stds[c]).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(t[i, 4 * c:4 * c + 4].numpy(), ((raw - means[c]) / stds[c]).numpy(),
+                                   rtol=1e-5, atol=1e-6)
         mask = torch.zeros(20, dtype=torch.bool)
         mask[4 * c:4 * c + 4] = True
         assert float(t[i, ~mask].abs().sum()) == 0

@@ -1,5 +1,4 @@
 import importlib.util
-import struct
 import sys
 import os
 
@@ -52,7 +51,8 @@ def test_folded_vgg16_equals_torchvision_original():
     ref = _torchvision_features(sd, (raw / 255 - mean) / std, first_pad=0)
 
     net = VGG16()
-    converted = {k[len("backbone."):]: v for k, v in convert_torchvision_vgg16(sd).items() if k.startswith("backbone.")}
+    converted = {k[len("backbone."):]: v for k, v in convert_torchvision_vgg16(sd).items()
+                 if k.startswith("backbone.")}
     net.load_state_dict(converted)
     net.conv1_1.padding = (0, 0)
     blob = raw.flip(1) - torch.tensor(CAFFE_PIXEL_MEANS).view(1, 3, 1, 1)     # Caffe input: BGR - means

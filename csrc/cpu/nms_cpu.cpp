@@ -12,6 +12,10 @@
 namespace frcnn {
 namespace {
 
+// By value (std::min returns a reference, which keeps gcc from vectorising the double loop).
+template <typename T> inline T vmin(T a, T b) { return b < a ? b : a; }
+template <typename T> inline T vmax(T a, T b) { return a < b ? b : a; }
+
 // Boxes stay in score order in SoA arrays. For each kept box one branch-free pass over the
 // later boxes marks the suppressed ones (this loop auto-vectorises); the arrays are compacted
 // whenever a quarter of the remaining entries are dead, so the passes shrink like the
@@ -49,12 +53,13 @@ int64_t nms_kernel(const scalar_t* boxes, const int64_t* order, int64_t n, doubl
     const scalar_t ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], ia = area[i];
     flag_t newly = 0;
     for (int64_t j = i + 1; j < m; ++j) {
-      const scalar_t w = std::max(std::min(ix2, x2[j]) - std::max(ix1, x1[j]) + offset, zero);
-      const scalar_t h = std::max(std::min(iy2, y2[j]) - std::max(iy1, y1[j]) + offset, zero);
+      const scalar_t w = vmax(vmin(ix2, x2[j]) - vmax(ix1, x1[j]) + offset, zero);
+      const scalar_t h = vmax(vmin(iy2, y2[j]) - vmax(iy1, y1[j]) + offset, zero);
       const scalar_t inter = w * h;
       const scalar_t uni = ia + area[j] - inter;
       // Divide (not inter > t * uni) so borderline cases round like the reference.
-      const scalar_t iou = uni > zero ? inter / uni : zero;
+      const scalar_t q = inter / uni;  // unconditional, so the select below vectorises
+      const scalar_t iou = uni > zero ? q : zero;
       const flag_t sup = iou > t ? 1 : 0;
       newly += sup & (dead[j] ^ 1);
       dead[j] |= sup;

@@ -15,17 +15,19 @@ def smooth_l1(pred, targets, inside_w, outside_w, sigma):
 
 
 def rpn_losses(cls_logits, deltas, labels, targets, inside_w, outside_w, sigma=3.0):
-    """RPN losses of a batch, each the mean over images of the per-image Caffe loss.
+    """RPN losses of a batch: the per-image Caffe losses averaged over the images that have
+    sampled anchors (as Caffe's iter_size averages the 1-image batches of the reference).
 
     cls_logits: [B, N, 2] (bg, fg); deltas, targets, weights: [B, N, 4]; labels: [B, N] in {-1, 0, 1}.
     Per image: CE averaged over sampled anchors (label >= 0); smooth L1 (sigma 3) weighted by
-    outside_w (1/#sampled) and summed. Images with no sampled anchor contribute 0.
+    outside_w (1/#sampled) and summed. No sampled anchor at all gives zero losses.
     """
     valid = (labels >= 0)
     ce = F.cross_entropy(cls_logits.reshape(-1, 2), labels.clamp(min=0).reshape(-1), reduction="none")
     ce = (ce.view_as(labels) * valid).sum(1) / valid.sum(1).clamp(min=1)
     box = smooth_l1(deltas, targets, inside_w, outside_w, sigma).sum(dim=(1, 2))
-    return ce.mean(), box.mean()
+    n_img = valid.any(dim=1).sum().clamp(min=1)
+    return ce.sum() / n_img, box.sum() / n_img
 
 
 def fast_rcnn_losses(cls_logits, bbox_pred, labels, targets, inside_w, outside_w, sigma=1.0):

@@ -1,6 +1,8 @@
 """Loads the compiled library frcnn._C, which registers torch.ops.frcnn.*."""
 import importlib
 
+import torch  # noqa: F401 - loads libc10/libtorch, which frcnn._C links against
+
 _C = None
 _ERROR = None
 try:
