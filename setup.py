@@ -9,7 +9,6 @@ or FORCE_CUDA=1. Target GPUs come from TORCH_CUDA_ARCH_LIST (torch's default whe
 """
 import glob
 import os
-import sys
 
 import numpy as np
 from Cython.Build import cythonize
@@ -18,8 +17,7 @@ from setuptools import Extension, find_packages, setup
 import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join("csrc")
+CSRC = "csrc"
 
 
 def want_cuda():
@@ -39,7 +37,8 @@ def want_cuda():
 
 
 def extensions():
-    cpu_sources = [os.path.join(CSRC, "ops.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    cpu_sources = ([os.path.join(CSRC, "ops.cpp")]
+                   + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp"))))
     # The Cython module is C++ too: torch's BuildExtension compiles every source with -std=c++20.
     # -fno-trapping-math lets gcc vectorise the branch-free NMS loop (no result changes).
     # -fopenmp so at::parallel_for runs in parallel (it is serial without _OPENMP); libgomp is
@@ -51,7 +50,8 @@ def extensions():
         sources = (cpu_sources + sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cpp")))
                    + sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu"))))
         define_macros += [("FRCNN_WITH_CUDA", "1"), ("FRCNN_CUDA_VERSION", torch.version.cuda)]
-        # --fmad=false: the same IoU/bin arithmetic as the CPU kernels. Architectures: torch's cpp_extension reads TORCH_CUDA_ARCH_LIST (or the visible GPUs).
+        # --fmad=false: the same IoU/bin arithmetic as the CPU kernels. Architectures come from
+        # TORCH_CUDA_ARCH_LIST (or the visible GPUs), read by torch's cpp_extension.
         ext = CUDAExtension("frcnn._C", sources, define_macros=define_macros,
                             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]},
                             extra_link_args=["-fopenmp"])
@@ -61,11 +61,15 @@ def extensions():
         ext = CppExtension("frcnn._C", cpu_sources, define_macros=define_macros,
                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
         what = f"frcnn._C: CPU kernels only ({reason})"
-    cython_ext = Extension("frcnn.utils.cython_bbox", [os.path.join("lib", "frcnn", "utils", "cython_bbox.pyx")],
-                           include_dirs=[np.get_include()], language="c++", extra_compile_args=["-O3"],
+    cython_ext = Extension("frcnn.utils.cython_bbox",
+                           [os.path.join("lib", "frcnn", "utils", "cython_bbox.pyx")],
+                           include_dirs=[np.get_include()], language="c++",
+                           extra_compile_args=["-O3"],
                            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-    return [ext] + cythonize([cython_ext], language_level=3, quiet=True,
-                                 build_dir=os.path.join("build", "cython")), what
+    # Generated C++ goes under build/, out of the source tree.
+    cythonized = cythonize([cython_ext], language_level=3, quiet=True,
+                           build_dir=os.path.join("build", "cython"))
+    return [ext] + cythonized, what
 
 
 EXTENSIONS, WHAT = extensions()

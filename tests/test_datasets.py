@@ -88,10 +88,7 @@ def test_voc_folder_classes_file(voc, cfg):
 
 def test_evaluate_detections_perfect(voc, cfg, tmp_path, capsys):
     imdb = get_imdb(f"voc_folder:{voc}", cfg)
-    r = imdb.roidb
-    all_boxes = [[np.zeros((0, 5))] * 2] + [
-        [np.hstack([e["boxes"][e["gt_classes"] == c], np.full(((e["gt_classes"] == c).sum(), 1), 0.9)])
-         for e in r] for c in range(1, imdb.num_classes)]
+    all_boxes = _gt_as_detections(imdb)
     m = imdb.evaluate_detections(all_boxes, str(tmp_path / "out"))
     assert m == pytest.approx(1.0)
     out = capsys.readouterr().out
@@ -102,6 +99,12 @@ def test_evaluate_detections_perfect(voc, cfg, tmp_path, capsys):
     imdb._image_index = imdb.image_index[:1]
     m = imdb.evaluate_detections([b[:1] for b in all_boxes], str(tmp_path / "out2"))
     assert imdb.aps["dog"] == pytest.approx(1.0) and np.isnan(imdb.aps["bird"])
+
+
+def _gt_as_detections(imdb):
+    return [[np.zeros((0, 5))] * imdb.num_images] + [
+        [np.hstack([e["boxes"][e["gt_classes"] == c], np.full(((e["gt_classes"] == c).sum(), 1), 0.9)])
+         for e in imdb.roidb] for c in range(1, imdb.num_classes)]
 
 
 # -- validation: one test per kind of bad input; the message names the file ------------------
@@ -264,6 +267,13 @@ def test_pascal_voc_layout(tmp_path, cfg):
     np.testing.assert_array_equal(imdb.roidb[0]["gt_classes"], [imdb.class_to_ind["chair"]])
     with pytest.raises(DatasetError, match="VOCdevkit2012"):
         get_imdb("voc_2012_trainval", cfg)
+    make_voc(os.path.join(cfg.DATA_DIR, "VOCdevkit2012", "VOC2012"),
+             {"2008_000001": (50, 50, [("dog", (1, 1, 20, 20), 0)])})
+    assert not get_imdb("voc_2012_trainval", cfg).use_07_metric
+    both = get_imdb("voc_0712_trainval", cfg)
+    assert both.image_index == ["000005", "2008_000001"]
+    assert both.image_path_at(1).endswith(os.path.join("VOC2012", "JPEGImages", "2008_000001.jpg"))
+    assert [len(e["boxes"]) for e in both.roidb] == [1, 1]
 
 
 def test_factory_names(cfg):
@@ -301,6 +311,7 @@ def test_shapes(cfg, tmp_path):
     np.testing.assert_array_equal(tr.roidb[5]["boxes"], tr2.roidb[5]["boxes"])
     c2.SHAPES.SEED = 1
     assert get_imdb("shapes_train", c2).path != tr2.path
+    assert te.evaluate_detections(_gt_as_detections(te), str(tmp_path / "ev")) == pytest.approx(1.0)
 
 
 def test_shapes_concurrent_first_use(cfg):
@@ -331,3 +342,4 @@ def test_cards_folder(cfg):
     for i in (0, 100):  # header sizes agree with what cv2 loads
         im = read_image(r[i]["image"])
         assert im.shape[:2] == (r[i]["height"], r[i]["width"])
+    assert te.evaluate_detections(_gt_as_detections(te), cfg.DATA_DIR) == pytest.approx(1.0)

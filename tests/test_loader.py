@@ -1,6 +1,5 @@
 """Training loader: blobs as the reference, determinism, resume, aspect grouping, shards."""
 import itertools
-import os
 
 import cv2
 import numpy as np
@@ -93,6 +92,9 @@ def test_deterministic_resume_and_workers(tmp_path, cfg):
     resumed = _take(make_data_loader(r, cfg, 2, seed=5, start_iter=7), 5)
     for x, y in zip(a[7:], resumed):
         _same(x, y)
+    # heavy cv2 use in the parent first: forked workers must not deadlock on cv2's thread pool
+    from frcnn.datasets.shapes import _params, generate_image
+    generate_image(0, 0, 0, _params(cfg))
     workers = _take(make_data_loader(r, cfg, 2, seed=5, start_iter=3, num_workers=2), 4)
     for x, y in zip(a[3:], workers):
         _same(x, y)

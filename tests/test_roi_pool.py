@@ -88,8 +88,6 @@ def test_bad_batch_index():
 
 
 def test_module_and_autograd_grad_matches_reference():
-    rng = np.random.default_rng(3)
-    x, rois, size, scale = random_case(rng, torch.float64)
     x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 0, 0, 100, 80], [1, 20, 10, 60, 90], [0, 30, 30, 31, 31],
                          [1, -50, -50, 400, 400]], dtype=torch.float64)

@@ -2,7 +2,6 @@
 import os
 import re
 
-from .imdb import DatasetError
 
 _VOC = {("2007", s) for s in ("train", "val", "trainval", "test")} | \
        {("2012", s) for s in ("train", "val", "trainval", "test")} | {("0712", "trainval")}

@@ -242,8 +242,3 @@ def image_size(path):
     im = read_image(path)
     return im.shape[1], im.shape[0]
 
-
-def empty_gt_entry(width, height):
-    return {"boxes": np.zeros((0, 4), np.float32), "gt_classes": np.zeros(0, np.int32),
-            "gt_overlaps": np.zeros((0, 0), np.float32), "flipped": False,
-            "width": int(width), "height": int(height)}

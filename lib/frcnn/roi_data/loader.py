@@ -115,9 +115,8 @@ def _no_collate(x):
 
 
 def _worker_init(_):
-    import cv2
-
-    cv2.setNumThreads(1)  # workers are the parallelism; avoid oversubscription
+    # Workers are the parallelism. Do NOT call cv2.setNumThreads here: after the parent used
+    # cv2's pthread pool, resizing that pool in a forked child deadlocks.
     torch.set_num_threads(1)
 
 
