@@ -150,3 +150,57 @@ def test_nan_loss_names_images(tmp_path):
     with pytest.raises(FloatingPointError, match="img0_0"):
         T.train_model(Bad(), [None], cfg, str(tmp_path), 3, 10, 2, False, prefix="bad",
                       loader_fn=toy_loader(3), device="cpu", log_dir=None, progress=False)
+
+
+def _shapes_cfg(tmp):
+    cfg = get_default_cfg()
+    cfg.SOLVER.DISPLAY = 1000
+    cfg.TRAIN.SNAPSHOT_ITERS = 1000
+    cfg.TRAIN.SCALES = (160,)
+    cfg.TRAIN.MAX_SIZE = 270
+    cfg.TRAIN.NUM_WORKERS = 0
+    cfg.TRAIN.RPN_PRE_NMS_TOP_N = 600
+    cfg.TRAIN.RPN_POST_NMS_TOP_N = 100
+    cfg.TRAIN.HAS_RPN = True
+    cfg.ANCHOR_SCALES = (2, 4, 8)
+    cfg.SHAPES.NUM_TRAIN = 8
+    cfg.SHAPES.NUM_TEST = 2
+    return cfg
+
+
+def test_resume_exact_on_tiny_detector(tmp_path):
+    """End2end TINY on shapes: 6 iterations == 3 + resume 3 (losses and weights)."""
+    from frcnn.datasets.factory import get_imdb
+    from frcnn.models import build_model
+    from frcnn.roi_data.roidb import get_training_roidb
+
+    cfg = _shapes_cfg(tmp_path)
+    imdb = get_imdb("shapes_train", cfg)
+    roidb = get_training_roidb(imdb, cfg)
+
+    def run(out, stop_at=None):
+        losses = []
+
+        def make():
+            torch.manual_seed(0)
+            m = build_model("TINY", imdb.num_classes, cfg)
+            rec = LossRecorder(m)
+            rec.losses = losses
+            return m
+
+        if stop_at:
+            T.train_model(make(), roidb, cfg, out, stop_at, 4, 1, False, prefix="t",
+                          iter_size=2, device="cpu", log_dir=None, progress=False)
+            os.remove(T.final_path(out, "t"))
+            torch.manual_seed(99)
+        m = make()
+        T.train_model(m, roidb, cfg, out, 6, 4, 1, False, prefix="t", iter_size=2,
+                      device="cpu", log_dir=None, progress=False)
+        return losses, m
+
+    a, ma = run(str(tmp_path / "a"))
+    b, mb = run(str(tmp_path / "b"), stop_at=3)
+    assert len(a) == len(b) == 12  # 6 updates x iter_size 2
+    assert a == b
+    for (n, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert torch.equal(x, y), n

@@ -93,7 +93,6 @@ def main(argv=None):
     t0 = time.perf_counter()
     mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image, proposals=proposals,
                    vis_dir=args.vis)
-    print(f"Mean AP = {mAP:.4f}")
     if args.map_file:
         with open(args.map_file, "w") as f:
             f.write(f"{mAP:.4f}")
