@@ -92,6 +92,13 @@ def _defaults():
     C.END2END.STEPSIZE = 50000
     C.END2END.ITER_SIZE = 2             # images per update through gradient accumulation
 
+    # Multi-GPU / multi-node (torchrun). Images per GPU stay the reference's (1 for RPN stages,
+    # 2 for Fast R-CNN stages, 1 x END2END.ITER_SIZE end2end), so N processes = N x the batch.
+    C.DIST = edict()
+    C.DIST.LR_SCALING = "linear"        # 'linear': lr x N (Goyal et al. 2017); 'none': reference lr
+    C.DIST.FIND_UNUSED_PARAMETERS = False  # stage models hold only used trainable params
+    C.DIST.TIMEOUT_MIN = 30             # collective timeout (rank 0 evaluates while others wait)
+
     # Synthetic shapes_<split> data set (frcnn.datasets.shapes); any change regenerates it.
     C.SHAPES = edict()
     C.SHAPES.SEED = 0

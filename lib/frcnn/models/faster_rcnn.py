@@ -97,7 +97,9 @@ class FasterRCNN(nn.Module):
     eval: forward(images, im_info, proposals=None) -> {'rois' [R,5], 'rpn_scores' [R] (RPN
       proposals only), 'cls_prob' [R,K+1], 'bbox_pred' [R,4(K+1)] un-normalised} (head outputs
       only with a head). TEST.RPN_* keys.
-    Sampling uses `self.generator` (a torch.Generator, or None for the global RNG).
+    Sampling uses `self.generator`: None (the global RNG), a torch.Generator, or a list of B
+    generators, one per image (the solver seeds each from its place in the global batch, so
+    the samples do not depend on how images are spread over processes).
     """
 
     def __init__(self, backbone, rpn=None, head=None, cfg=None):
@@ -145,6 +147,15 @@ class FasterRCNN(nn.Module):
                 out.append("backbone." + n)
         return out
 
+    def _gen(self, i, batch_size):
+        """The sampling generator of image i of the batch."""
+        g = self.generator
+        if isinstance(g, (list, tuple)):
+            if len(g) != batch_size:
+                raise ValueError(f"model.generator holds {len(g)} generators for {batch_size} images")
+            return g[i]
+        return g
+
     # --- forward -------------------------------------------------------------------------
     def forward(self, images, im_info, gt_boxes=None, proposals=None):
         cfg = self.cfg
@@ -160,7 +171,7 @@ class FasterRCNN(nn.Module):
             if self.training:
                 if gt_boxes is None:
                     raise ValueError("training forward needs gt_boxes (list of [G, 5] tensors)")
-                tg = [anchor_target(anchors, gt_boxes[i].to(feats.device), im_info[i], cfg, self.generator)
+                tg = [anchor_target(anchors, gt_boxes[i].to(feats.device), im_info[i], cfg, self._gen(i, B))
                       for i in range(B)]
                 labels, targets, in_w, out_w = (torch.stack(t) for t in zip(*tg))
                 out["rpn_cls_loss"], out["rpn_bbox_loss"] = rpn_losses(
@@ -188,7 +199,7 @@ class FasterRCNN(nn.Module):
         if self.training:
             k = self.head.num_classes
             pts = [proposal_target(boxes[i], gt_boxes[i].to(feats.device).float(), k, cfg,
-                                   self.bbox_means, self.bbox_stds, self.generator) for i in range(B)]
+                                   self.bbox_means, self.bbox_stds, self._gen(i, B)) for i in range(B)]
             rois = _with_batch_index([p["rois"] for p in pts])
             cls_logits, bbox_pred = self.head(feats, rois)
             cat = lambda key: torch.cat([p[key] for p in pts])  # noqa: E731

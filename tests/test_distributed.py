@@ -1,0 +1,298 @@
+"""Multi-process training and testing (DistributedDataParallel, gloo on CPU).
+
+One 2-process group (torch.multiprocessing, gloo on a free localhost port) does all the
+distributed work once per module; the tests compare its results with 1-process runs:
+(a) the DDP gradients of 2 x 1 image equal the gradients of 1 process x 2 images (alt-opt RPN
+stage, alt-opt Fast R-CNN stage, end2end), and so do the weights after train_model;
+(b) rank 0's snapshots load, and a run resumed under DDP equals an uninterrupted one;
+(c) distributed test_net / rpn proposals equal the 1-process ones.
+Tiny square shapes images (all one blob size) and the TINY net keep it to well under a minute.
+"""
+import os
+import pickle
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from frcnn.config import get_default_cfg
+from frcnn.utils import distributed as du
+
+WORLD = 2
+KINDS = ("rpn", "fast_rcnn", "end2end")
+SEED = 5
+
+
+def _cfg(tmp):
+    cfg = get_default_cfg()
+    cfg.DATA_DIR = os.path.join(tmp, "data")
+    cfg.OUTPUT_DIR = os.path.join(tmp, "output")
+    cfg.SHAPES.NUM_TRAIN = 4
+    cfg.SHAPES.NUM_TEST = 4
+    # square images: every blob has one size, so batching (padding) cannot change features
+    cfg.SHAPES.IMAGE_MIN = cfg.SHAPES.IMAGE_MAX = 192
+    cfg.SHAPES.SHAPE_MIN, cfg.SHAPES.SHAPE_MAX = 40, 90
+    cfg.TRAIN.SCALES = (192,)
+    cfg.TRAIN.MAX_SIZE = 192
+    cfg.TEST.SCALES = (192,)
+    cfg.TEST.MAX_SIZE = 192
+    cfg.TRAIN.NUM_WORKERS = 0
+    cfg.TRAIN.HAS_RPN = True
+    cfg.TRAIN.BG_THRESH_LO = 0.0
+    # 64 RoIs per image: enough candidates that every image fills them (the 1-process loss is a
+    # mean over the RoIs of both images, DDP the mean of per-image means: equal when equal counts)
+    cfg.TRAIN.IMS_PER_BATCH = 2
+    cfg.TRAIN.BATCH_SIZE = 128
+    cfg.TRAIN.RPN_BATCHSIZE = 64
+    cfg.TRAIN.RPN_PRE_NMS_TOP_N = -1
+    cfg.TRAIN.RPN_POST_NMS_TOP_N = 300
+    cfg.TRAIN.SNAPSHOT_ITERS = 1
+    cfg.TEST.RPN_PRE_NMS_TOP_N = -1
+    cfg.TEST.RPN_POST_NMS_TOP_N = 100
+    cfg.ANCHOR_SCALES = (2, 4, 8)
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.DISPLAY = 1000
+    cfg.DIST.LR_SCALING = "none"  # compare with 1 process x the same global batch
+    return cfg
+
+
+def _imdb(cfg, split="train"):
+    from frcnn.datasets.factory import get_imdb
+
+    return get_imdb(f"shapes_{split}", cfg)
+
+
+def _proposals(imdb):
+    """Synthetic proposals per image: jittered gt (fg) and random boxes (bg), original coords."""
+    out = []
+    for i, e in enumerate(imdb.gt_roidb()):
+        rng = np.random.default_rng([SEED, i])
+        w, h = e["width"], e["height"]
+        boxes = []
+        for b in e["boxes"]:
+            bw, bh = b[2] - b[0] + 1, b[3] - b[1] + 1
+            j = rng.uniform(-0.08, 0.08, size=(24, 4)) * [bw, bh, bw, bh]
+            boxes.append(b[None, :4] + j)
+        xy = rng.uniform(0, [w - 20, h - 20], size=(160, 2))
+        wh = rng.uniform(16, 80, size=(160, 2))
+        boxes.append(np.hstack((xy, xy + wh)))
+        p = np.vstack(boxes)
+        p[:, 0::2] = p[:, 0::2].clip(0, w - 1)
+        p[:, 1::2] = p[:, 1::2].clip(0, h - 1)
+        out.append(p.astype(np.float32))
+    return out
+
+
+def _setup(kind, cfg):
+    """(model, roidb, with_proposals) of an alt-opt stage or end2end; weights from seed 0."""
+    from frcnn.models import build_model
+    from frcnn.roi_data.roidb import (add_bbox_regression_stats, filter_roidb,
+                                      get_training_roidb, merge_proposals)
+
+    imdb = _imdb(cfg)
+    parts = {"rpn": ("rpn",), "fast_rcnn": ("head",), "end2end": ("rpn", "head")}[kind]
+    torch.manual_seed(0)
+    model = build_model("TINY", imdb.num_classes, cfg, parts=parts)
+    roidb = get_training_roidb(imdb, cfg)
+    if kind == "fast_rcnn":
+        roidb = merge_proposals(roidb, _proposals(imdb))
+    roidb = filter_roidb(roidb, cfg)
+    if kind != "rpn":
+        means, stds = add_bbox_regression_stats(roidb, imdb.num_classes, cfg)
+        model.set_bbox_normalization(means, stds)
+    return model, roidb, kind == "fast_rcnn"
+
+
+FROZEN = ["backbone.conv1", "backbone.gn1"]  # frozen layers must not disturb DDP
+
+
+def _grads(kind, cfg, rank, world, batch_index=0):
+    """Trainable-parameter gradients of one batch (global batch of 2 images)."""
+    from frcnn.fast_rcnn.train import _to_device, freeze
+    from frcnn.roi_data.loader import make_data_loader
+
+    model, roidb, with_props = _setup(kind, cfg)
+    freeze(model, FROZEN)
+    model.train()
+    ims = 2 // world
+    net = du.wrap_model(model, "cpu")
+    loader = iter(make_data_loader(roidb, cfg, ims, SEED, start_iter=batch_index, rank=rank,
+                                   world_size=world, with_proposals=with_props))
+    batch = next(loader)
+    images, im_info, gt, props = _to_device(batch, "cpu")
+    model.generator = du.ImageGenerators(SEED).for_batch(batch_index, rank * ims, ims)
+    losses = net(images, im_info, gt, props) if with_props else net(images, im_info, gt)
+    sum(losses.values()).backward()
+    assert not du.parameters_without_grad(model)
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _train(kind, cfg, out, max_iters, world):
+    """train_model of a stage (iter_size 1) or end2end (iter_size 2) for max_iters updates."""
+    from frcnn.fast_rcnn.train import train_model
+
+    model, roidb, with_props = _setup(kind, cfg)
+    iter_size = 2 if kind == "end2end" else 1
+    return train_model(model, roidb, cfg, out, max_iters, 100, 2 // world, with_props,
+                       frozen=FROZEN, device="cpu", prefix=kind, iter_size=iter_size, seed=SEED,
+                       log_dir=None, progress=False)
+
+
+def _test_model(cfg, tmp):
+    """A TINY (rpn + head) detector for test_net: end2end trained 2 iterations by 1 process."""
+    from frcnn.fast_rcnn.train import load_weights
+    from frcnn.models import build_model
+
+    model = build_model("TINY", _imdb(cfg, "test").num_classes, cfg, parts=("rpn", "head"))
+    model.load_state_dict(load_weights(os.path.join(tmp, "single", "end2end_final.pth")))
+    return model.eval()
+
+
+def _detect(cfg, tmp, out):
+    """(detections all_boxes, rpn proposals) of shapes_test, written by rank 0."""
+    from frcnn.fast_rcnn.test import imdb_proposals, test_net
+
+    imdb = _imdb(cfg, "test")
+    model = _test_model(cfg, tmp)
+    mAP = test_net(model, imdb, cfg, out)
+    props = imdb_proposals(model, imdb, cfg)
+    if du.get_rank() == 0:
+        with open(os.path.join(out, "proposals.pkl"), "wb") as f:
+            pickle.dump(props, f)
+    return mAP
+
+
+def _worker(rank, world, port, tmp):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    r, w, _ = du.init_distributed("cpu")
+    assert (r, w) == (rank, world) and torch.distributed.get_backend() == "gloo"
+    cfg = _cfg(tmp)
+    d = os.path.join(tmp, "dist")
+    for kind in KINDS:
+        g = _grads(kind, cfg, rank, world)
+        if rank == 0:
+            torch.save(g, os.path.join(d, f"grads_{kind}.pt"))
+    for kind in ("rpn", "end2end"):
+        _train(kind, cfg, os.path.join(d, "straight"), 2, world)
+        # interrupted after 1 update, then resumed from rank 0's snapshot
+        _train(kind, cfg, os.path.join(d, "resumed"), 1, world)
+        if rank == 0:
+            os.remove(os.path.join(d, "resumed", f"{kind}_final.pth"))
+        du.barrier()
+        _train(kind, cfg, os.path.join(d, "resumed"), 2, world)
+    mAP = _detect(cfg, tmp, os.path.join(d, "test"))
+    if rank == 0:
+        with open(os.path.join(d, "map.txt"), "w") as f:
+            f.write(repr(mAP))
+    du.cleanup()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("dist"))
+    cfg = _cfg(tmp)
+    _imdb(cfg), _imdb(cfg, "test")  # generate the data once, before the workers start
+    os.makedirs(os.path.join(tmp, "dist", "test"))
+    # 1-process references: the end2end weights also serve as the test_net model
+    for kind in ("rpn", "end2end"):
+        _train(kind, cfg, os.path.join(tmp, "single"), 2, 1)
+    ctx = mp.spawn(_worker, args=(WORLD, _free_port(), tmp), nprocs=WORLD, join=False)
+    deadline = time.time() + 300
+    while not ctx.join(timeout=2):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("2-process run did not finish in 300 s")
+    return tmp, cfg
+
+
+def _assert_close(a, b, what):
+    assert a.keys() == b.keys(), what
+    for n in a:
+        scale = float(b[n].abs().max()) + 1e-12
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-5 * scale, msg=f"{what}: {n}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ddp_gradients_equal_single_process(runs, kind):
+    tmp, cfg = runs
+    dist_g = torch.load(os.path.join(tmp, "dist", f"grads_{kind}.pt"))
+    single = _grads(kind, cfg, 0, 1)
+    assert all(not n.startswith(tuple(FROZEN)) for n in single)
+    assert any(float(g.abs().max()) > 0 for g in single.values())
+    _assert_close(dist_g, single, kind)
+
+
+@pytest.mark.parametrize("kind", ("rpn", "end2end"))
+def test_rank0_snapshots_load_and_match(runs, kind):
+    from frcnn.fast_rcnn.train import load_weights
+
+    tmp, cfg = runs
+    d = os.path.join(tmp, "dist")
+    model, _, _ = _setup(kind, cfg)
+    for it in (1, 2):
+        snap = torch.load(os.path.join(d, "straight", f"{kind}_iter_{it}.pth"), weights_only=False)
+        model.load_state_dict(snap["model"])  # strict: a plain (not DDP 'module.') state dict
+        assert snap["iteration"] == it and snap["data"]["world_size"] == WORLD
+    final = load_weights(os.path.join(d, "straight", f"{kind}_final.pth"))
+    single = load_weights(os.path.join(tmp, "single", f"{kind}_final.pth"))
+    resumed = load_weights(os.path.join(d, "resumed", f"{kind}_final.pth"))
+    _assert_close(final, single, f"{kind} 2 processes vs 1")
+    for n in final:
+        assert torch.equal(final[n], resumed[n]), f"{kind} resumed under DDP differs: {n}"
+
+
+def test_distributed_test_net_equals_single_process(runs, tmp_path):
+    from frcnn.fast_rcnn.test import imdb_proposals, test_net
+
+    tmp, cfg = runs
+    d = os.path.join(tmp, "dist", "test")
+    imdb = _imdb(cfg, "test")
+    model = _test_model(cfg, tmp)
+    mAP = test_net(model, imdb, cfg, str(tmp_path))
+    with open(os.path.join(tmp, "dist", "map.txt")) as f:
+        assert float(f.read()) == pytest.approx(mAP, abs=1e-6)
+    with open(os.path.join(d, "detections.pkl"), "rb") as f:
+        dist_boxes = pickle.load(f)
+    with open(os.path.join(tmp_path, "detections.pkl"), "rb") as f:
+        boxes = pickle.load(f)
+    assert sum(len(b) for c in boxes[1:] for b in c) > 0
+    for c in range(1, imdb.num_classes):
+        for i in range(imdb.num_images):
+            np.testing.assert_allclose(dist_boxes[c][i], boxes[c][i], rtol=1e-5, atol=1e-3)
+    with open(os.path.join(d, "proposals.pkl"), "rb") as f:
+        dist_props = pickle.load(f)
+    props = imdb_proposals(model, imdb, cfg)
+    assert len(dist_props) == len(props) == imdb.num_images
+    for a, b in zip(dist_props, props):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+
+
+def test_helpers_single_process():
+    cfg = get_default_cfg()
+    assert du.get_rank() == 0 and du.get_world_size() == 1
+    assert du.init_distributed("cpu")[:2] == (0, 1)
+    assert du.lr_scale(cfg, 4) == 4.0 and du.lr_scale(cfg, 1) == 1.0
+    cfg.DIST.LR_SCALING = "none"
+    assert du.lr_scale(cfg, 4) == 1.0
+    cfg.DIST.LR_SCALING = "sqrt"
+    with pytest.raises(ValueError, match="LR_SCALING"):
+        du.lr_scale(cfg, 2)
+    assert du.shard_indices(5, 1, 2) == [1, 3]
+    assert du.gather_by_index({0: "a", 1: "b"}, 2) == ["a", "b"]
+    # a per-image stream depends on (seed, batch, position) only, not on the batch layout
+    g2 = du.ImageGenerators(1).for_batch(7, 0, 2)
+    x2 = [torch.rand(3, generator=g) for g in g2]
+    x1 = torch.rand(3, generator=du.ImageGenerators(1).for_batch(7, 1, 1)[0])
+    assert torch.equal(x2[1], x1) and not torch.equal(x2[0], x1)
