@@ -204,3 +204,31 @@ def test_resume_exact_on_tiny_detector(tmp_path):
     assert a == b
     for (n, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(x, y), n
+
+
+def test_detections_for_image_threshold_nms_cap():
+    """test_net's per-image post-processing: score > thresh, per-class NMS, cap over classes."""
+    from frcnn.fast_rcnn.test import detections_for_image
+
+    R, K = 6, 3
+    scores = np.zeros((R, K), np.float32)
+    boxes = np.zeros((R, 4 * K), np.float32)
+    base = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60],
+                     [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 45, 45]], np.float32)
+    for j in range(K):
+        boxes[:, 4 * j:4 * j + 4] = base
+    scores[:, 1] = [0.9, 0.8, 0.7, 0.04, 0.0, 0.0]   # row 1 overlaps row 0 -> suppressed
+    scores[:, 2] = [0.0, 0.0, 0.0, 0.0, 0.6, 0.05]   # 0.05 is not > 0.05
+    dets = detections_for_image(scores, boxes, K, 0.05, 0.3, 100)
+    assert dets[1][:, 4].tolist() == pytest.approx([0.9, 0.7])
+    assert dets[2][:, 4].tolist() == pytest.approx([0.6])
+    capped = detections_for_image(scores, boxes, K, 0.05, 0.3, 2)
+    assert sorted(np.hstack([capped[1][:, 4], capped[2][:, 4]]).tolist()) == pytest.approx([0.7, 0.9])
+
+
+def test_timer_median():
+    from frcnn.utils.timer import Timer
+
+    t = Timer()
+    t.times = [5.0, 1.0, 2.0, 3.0]
+    assert t.median(skip=1) == 2.0
