@@ -79,6 +79,21 @@ def init_distributed(device="cpu", timeout_min=30):
     return dist.get_rank(), dist.get_world_size(), dev
 
 
+def setup_for_tool(cfg, quiet=True):
+    """init_distributed for a tool's main: sets cfg.DEVICE to this rank's device (cuda:LOCAL_RANK)
+    and, with `quiet`, silences stdout on ranks other than 0 (errors still reach stderr).
+    -> (rank, world_size, device)."""
+    timeout = cfg.DIST.TIMEOUT_MIN if "DIST" in cfg else 30
+    rank, world, dev = init_distributed(cfg.DEVICE, timeout)
+    if world > 1:
+        cfg.DEVICE = str(dev)
+        if quiet and rank != 0:
+            import sys
+
+            sys.stdout = open(os.devnull, "w")
+    return rank, world, dev
+
+
 def cleanup():
     """Leave the process group (end of a tool's main)."""
     if is_dist():
@@ -239,6 +254,18 @@ def all_gather_object(obj):
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_means(values):
+    """Average a list of python floats across ranks in one collective (for logging)."""
+    values = [float(v) for v in values]
+    if not is_dist():
+        return values
+    dev = torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return (t / get_world_size()).tolist()
 
 
 def all_reduce_mean(value):
