@@ -12,7 +12,8 @@ the conv head and the classifier are not used.
 
 BatchNorm is frozen: every BN is a fixed affine map from the ImageNet statistics (buffers, not
 parameters, never updated, identical in train and eval mode), since detection batches of 1-2
-images cannot estimate BN statistics. Drop-connect is not used.
+images cannot estimate BN statistics. Under DistributedDataParallel this needs no SyncBatchNorm
+and gives the same model whatever the number of GPUs. Drop-connect is not used.
 
 Input: the Caffe blob (BGR 0-255 minus PIXEL_MEANS); the forward turns it into the RGB
 (x - 127) / 128 that EfficientNet-Lite was trained on (applied, not folded, so the zero padding

@@ -129,8 +129,14 @@ def wrap_model(model, device, find_unused_parameters=False):
     device = torch.device(device)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None
+    import inspect
+
+    # buffers are synced at construction; per forward only if they change (BN running stats)
+    sync = _has_batch_stats(model)
+    key = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+        else "broadcast_buffers"  # renamed in newer torch
     return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters,
-               broadcast_buffers=_has_batch_stats(model), gradient_as_bucket_view=True)
+               gradient_as_bucket_view=True, **{key: sync})
 
 
 def unwrap_model(model):
