@@ -2,13 +2,29 @@
 # Train Faster R-CNN by 4-step alternating optimisation, then test it.
 #
 #   ./experiments/alt_opt.sh                      # TINY on the synthetic shapes set, CPU, no download
-#   ./experiments/alt_opt.sh NET DATASET [--set KEY VALUE ...]
+#   ./experiments/alt_opt.sh NET DATASET [--gpus N] [--set KEY VALUE ...]
 #
 # NET: VGG16, ZF, TINY, ELITE0.  DATASET: pascal_voc, pascal_voc_0712, coco, shapes, cards,
 # voc_folder:<path>.  Env: DEVICE (cpu|cuda), WEIGHTS (ImageNet weights file), CFG (yml),
 # CARDS_DIR (the cards VOC folder).  Logs go to experiments/logs/.
+# --gpus N: N processes with torchrun + DDP (nccl; DEVICE defaults to cuda; DEVICE=cpu uses gloo),
+# N x the batch, lr x N (DIST.LR_SCALING, see docs/MULTI_GPU.md).
 set -e
 cd "$(dirname "$0")/.."
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gpus) [ $# -ge 2 ] || { echo "--gpus needs a number" >&2; exit 2; }
+            export GPUS=$2; shift 2 ;;
+    --gpus=*) export GPUS=${1#--gpus=}; shift ;;
+    --set) ARGS+=("$@"); break ;;  # the rest are KEY VALUE pairs
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+set -- "${ARGS[@]}"
+if [ -n "$GPUS" ] && ! [ "$GPUS" -ge 1 ] 2>/dev/null; then
+  echo "--gpus takes a positive number, got '$GPUS'" >&2; exit 2
+fi
 if [ $# -eq 0 ]; then
   set -- TINY shapes
 fi

@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "experiments", "cfgs", "shapes_alt_opt.yml")
 MAP_FLOOR = 0.5
 # short schedule: all four stages, a few hundred iterations each (~2-3 min on 2 cores)
-ITERS = "(600,500,300,300)"
-STEPS = "(450,400,250,250)"
+ITERS = "(800,1200,400,600)"
+STEPS = "(600,900,300,450)"
 
 
 def _run(args, timeout=900):

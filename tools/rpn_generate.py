@@ -7,6 +7,8 @@ ALT_OPT.PROPOSAL_POST_NMS_TOP_N 2000, min size TEST.RPN_MIN_SIZE 16, original-im
 
   python tools/rpn_generate.py --net ZF --model output/.../zf_stage1_rpn_final.pth \
       --imdb voc_2007_trainval --cfg experiments/cfgs/faster_rcnn_alt_opt.yml --out props.pkl
+
+Under torchrun the images are split over the ranks; rank 0 gathers and writes the pickle.
 """
 import argparse
 import os
@@ -29,8 +31,10 @@ def main(argv=None):
     from frcnn.datasets.factory import get_imdb
     from frcnn.fast_rcnn.test import imdb_proposals
     from frcnn.models import build_model
+    from frcnn.utils import distributed as du
     from train_faster_rcnn_alt_opt import AltOpt, rpn_generate_cfg
 
+    du.setup_for_tool(cfg)
     cfg = rpn_generate_cfg(cfg)
     imdb = get_imdb(args.imdb, cfg)
     model = build_model(args.net.upper(), imdb.num_classes, cfg, parts=("rpn",), pretrained=False)
@@ -39,9 +43,11 @@ def main(argv=None):
     boxes = imdb_proposals(model, imdb, cfg)
     out = args.out or (os.path.splitext(args.model)[0] + "_proposals_"
                        + imdb.name.replace(":", "_").replace("/", "_") + ".pkl")
-    with open(out, "wb") as f:
-        pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
-    print(f"wrote {out}")
+    if du.is_main_process():
+        with open(out, "wb") as f:
+            pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
+        print(f"wrote {out}")
+    du.cleanup()
     return out
 
 

@@ -6,6 +6,7 @@
 
 A Fast R-CNN model without RPN (an alt-opt stage file) can be tested with --proposals PKL
 (from tools/rpn_generate.py) and --set TEST.HAS_RPN False.
+Under torchrun the images are split over the ranks; rank 0 gathers, writes and evaluates.
 """
 import argparse
 import os
@@ -65,11 +66,13 @@ def main(argv=None):
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
     from frcnn.fast_rcnn.test import test_net
+    from frcnn.utils import distributed as du
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    du.setup_for_tool(cfg)  # torchrun: images split over ranks, rank 0 evaluates
     imdb = get_imdb(args.imdb, cfg)
     if args.comp and hasattr(imdb, "competition_mode"):
         imdb.competition_mode(True)
@@ -93,10 +96,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image, proposals=proposals,
                    vis_dir=args.vis)
-    if args.map_file:
+    if args.map_file and du.is_main_process():
         with open(args.map_file, "w") as f:
             f.write(f"{mAP:.4f}")
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
+    du.cleanup()
     return mAP
 
 

@@ -15,6 +15,9 @@ and resumes an interrupted stage from its newest snapshot.
 
   python tools/train_faster_rcnn_alt_opt.py --net VGG16 --weights data/imagenet_models/vgg16.pth \
       --imdb voc_2007_trainval --cfg experiments/cfgs/faster_rcnn_alt_opt.yml [--set K V ...]
+
+Multi-GPU: the same command under `torchrun --nproc_per_node N` (docs/MULTI_GPU.md): every
+stage trains with DDP, proposals are split over the ranks, rank 0 writes every file.
 """
 import argparse
 import copy
@@ -25,6 +28,8 @@ import time
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 from _init_paths import add_common_args, setup_cfg, threads_note
+
+from frcnn.utils import distributed as du
 
 
 def parse_args(argv=None):
@@ -172,11 +177,13 @@ class AltOpt:
         model = self.build(("rpn",), cfg)
         self.load_parts(model, rpn_path, ["backbone.", "rpn."])
         model.to(self.device).eval()
-        boxes = imdb_proposals(model, self.imdb, cfg)
-        with open(out + ".tmp", "wb") as f:
-            pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
-        os.replace(out + ".tmp", out)
-        print(f"wrote {out}")
+        boxes = imdb_proposals(model, self.imdb, cfg)  # gathered on rank 0 (None elsewhere)
+        if du.is_main_process():
+            with open(out + ".tmp", "wb") as f:
+                pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
+            os.replace(out + ".tmp", out)
+            print(f"wrote {out}")
+        du.barrier()
         return out
 
     def fast_rcnn(self, stage, proposals_path, init_from=None):
@@ -223,9 +230,11 @@ class AltOpt:
         self.load_parts(model, frcn2, ["head."])
         state = {"model": model.state_dict()}
         state.update(self.meta())
-        torch.save(state, out + ".tmp")
-        os.replace(out + ".tmp", out)
-        print(f"final model: {out}")
+        if du.is_main_process():
+            torch.save(state, out + ".tmp")
+            os.replace(out + ".tmp", out)
+            print(f"final model: {out}")
+        du.barrier()
         return out
 
     def run(self):
@@ -276,11 +285,13 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.num_threads)
+    du.setup_for_tool(cfg)  # torchrun: join the process group, cfg.DEVICE = this rank's device
     final = AltOpt(args, cfg).run()
     print(f"FINAL_MODEL {final}")
-    if args.final_file:
+    if args.final_file and du.is_main_process():
         with open(args.final_file, "w") as f:
             f.write(final)
+    du.cleanup()
     return final
 
 

@@ -48,7 +48,7 @@ def main(argv=None):
         cfg.TRAIN.NUM_WORKERS = args.workers
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    rank, world, device = du.init_distributed(cfg.DEVICE)
+    rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
     if not cfg.TRAIN.HAS_RPN:
         print("note: TRAIN.HAS_RPN is False; end2end trains the RPN anyway "
               "(use experiments/cfgs/faster_rcnn_end2end.yml)")
@@ -80,6 +80,7 @@ def main(argv=None):
         if args.final_file:
             with open(args.final_file, "w") as f:
                 f.write(final)
+    du.cleanup()
     return final
 
 

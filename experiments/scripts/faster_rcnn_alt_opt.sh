@@ -10,8 +10,15 @@ fi
 NET=$1; DATASET=$2; shift 2
 EXTRA_ARGS=("$@")
 source experiments/scripts/_datasets.sh alt_opt
-DEVICE=${DEVICE:-cpu}
 PYTHON=${PYTHON:-python}
+# GPUS=N (alt_opt.sh --gpus N): N processes under torchrun (DDP), on cuda unless DEVICE says cpu
+if [ -n "$GPUS" ] && [ "$GPUS" -gt 1 ]; then
+  DEVICE=${DEVICE:-cuda}
+  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS")
+else
+  LAUNCH=("$PYTHON")
+fi
+DEVICE=${DEVICE:-cpu}
 
 mkdir -p experiments/logs
 LOG="experiments/logs/faster_rcnn_alt_opt_${NET}_$(echo "$DATASET" | tr -c 'A-Za-z0-9_\n' '_').txt.$(date +'%Y-%m-%d_%H-%M-%S')"
@@ -22,14 +29,14 @@ RESULT=$(mktemp -d)
 trap 'rm -rf "$RESULT"' EXIT
 
 set -x
-$PYTHON tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \
+"${LAUNCH[@]}" tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \
   --imdb "$TRAIN_IMDB" --cfg "$CFG" --device "$DEVICE" --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
 set +x
 NET_FINAL=$(cat "$RESULT/final")
 TRAIN_S=$((SECONDS - START))
 
 set -x
-$PYTHON tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
+"${LAUNCH[@]}" tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
   --device "$DEVICE" --map-file "$RESULT/map" "${EXTRA_ARGS[@]}"
 set +x
 MAP=$(cat "$RESULT/map")

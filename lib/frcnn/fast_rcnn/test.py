@@ -8,6 +8,7 @@ import torch
 
 from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
 from frcnn.fast_rcnn.nms_wrapper import nms
+from frcnn.utils import distributed as du
 from frcnn.utils.timer import Timer
 
 
@@ -156,6 +157,8 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
     proposals: optional list (imdb order) of [P, 4] original-image boxes when the model has no
     RPN (TEST.HAS_RPN False). Writes detections.pkl and the results files into output_dir,
     prints AP per class (imdb.evaluate_detections) and ms/image for im_detect and misc.
+    Under torchrun each rank detects every world_size-th image; rank 0 gathers, writes and
+    evaluates, and every rank returns the mAP.
     """
     max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else max_per_image
     thresh = cfg.TEST.SCORE_THRESH if thresh is None else thresh
@@ -164,10 +167,14 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
     num_images, num_classes = imdb.num_images, imdb.num_classes
     all_boxes = [[np.zeros((0, 5), dtype=np.float32) for _ in range(num_images)]
                  for _ in range(num_classes)]
-    os.makedirs(output_dir, exist_ok=True)
+    rank, world = du.get_rank(), du.get_world_size()
+    if rank == 0:
+        os.makedirs(output_dir, exist_ok=True)
     t_det, t_misc = Timer(_sync(device)), Timer()
-    log_every = log_every or max(1, min(100, num_images // 10))
-    for i in range(num_images):
+    mine = du.shard_indices(num_images, rank, world)
+    local = {}
+    log_every = log_every or max(1, min(100, len(mine) // 10))
+    for n_done, i in enumerate(mine, 1):
         path = imdb.image_path_at(i)
         im = cv2.imread(path)
         if im is None:
@@ -178,23 +185,29 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
         t_misc.tic()
         dets = detections_for_image(scores, boxes, num_classes, thresh, cfg.TEST.NMS,
                                     max_per_image)
-        for j in range(1, num_classes):
-            all_boxes[j][i] = dets[j]
+        local[i] = dets
         if vis_dir:
             os.makedirs(vis_dir, exist_ok=True)
             cv2.imwrite(os.path.join(vis_dir, f"{imdb.image_index[i]}.png"),
                         vis_detections(im, dets, imdb.classes))
         t_misc.toc()
-        if (i + 1) % log_every == 0 or i + 1 == num_images:
-            print(f"im_detect: {i + 1}/{num_images} {t_det.average_time:.3f}s "
-                  f"{t_misc.average_time:.3f}s", flush=True)
-    with open(os.path.join(output_dir, "detections.pkl"), "wb") as f:
-        pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
-    print(f"Speed: im_detect {1000 * t_det.average_time:.1f} ms/image, misc "
-          f"{1000 * t_misc.average_time:.1f} ms/image ({num_images} images, device {device})")
-    print("Evaluating detections")
-    mAP = imdb.evaluate_detections(all_boxes, output_dir)
-    return float(mAP)
+        if rank == 0 and (n_done % log_every == 0 or n_done == len(mine)):
+            print(f"im_detect: {n_done}/{len(mine)}" + (f" (x{world} processes)" if world > 1 else "")
+                  + f" {t_det.average_time:.3f}s {t_misc.average_time:.3f}s", flush=True)
+    gathered = du.gather_by_index(local, num_images)
+    mAP = None
+    if rank == 0:
+        for i, dets in enumerate(gathered):
+            for j in range(1, num_classes):
+                all_boxes[j][i] = dets[j]
+        with open(os.path.join(output_dir, "detections.pkl"), "wb") as f:
+            pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
+        print(f"Speed: im_detect {1000 * t_det.average_time:.1f} ms/image, misc "
+              f"{1000 * t_misc.average_time:.1f} ms/image ({num_images} images, device {device}"
+              + (f", per process of {world}" if world > 1 else "") + ")")
+        print("Evaluating detections")
+        mAP = float(imdb.evaluate_detections(all_boxes, output_dir))
+    return du.broadcast_object(mAP)
 
 
 @torch.no_grad()
@@ -202,13 +215,15 @@ def imdb_proposals(model, imdb, cfg, log_every=None):
     """RPN proposals for every image of `imdb` (unflipped, imdb order).
 
     -> list of [P, 4] np float32 boxes in original-image coords (scores are not kept, as in
-       the reference's rpn_generate).
+       the reference's rpn_generate). Under torchrun the images are split over the ranks and
+       the list is gathered on rank 0; the other ranks get None.
     """
     model.eval()
     t = Timer(_sync(_device_of(model)))
-    log_every = log_every or max(1, min(100, imdb.num_images // 10))
-    boxes = []
-    for i in range(imdb.num_images):
+    mine = du.shard_indices(imdb.num_images)
+    log_every = log_every or max(1, min(100, len(mine) // 10))
+    boxes = {}
+    for i in mine:
         path = imdb.image_path_at(i)
         im = cv2.imread(path)
         if im is None:
@@ -216,8 +231,10 @@ def imdb_proposals(model, imdb, cfg, log_every=None):
         t.tic()
         b, _ = im_proposals(model, im, cfg)
         t.toc()
-        boxes.append(b)
-        if (i + 1) % log_every == 0 or i + 1 == imdb.num_images:
-            print(f"im_proposals: {i + 1}/{imdb.num_images} {t.average_time:.3f}s "
-                  f"({np.mean([len(x) for x in boxes]):.0f} boxes/image)", flush=True)
-    return boxes
+        boxes[i] = b
+        if du.is_main_process() and (len(boxes) % log_every == 0 or len(boxes) == len(mine)):
+            print(f"im_proposals: {len(boxes)}/{len(mine)}"
+                  + (f" (x{du.get_world_size()} processes)" if du.is_dist() else "")
+                  + f" {t.average_time:.3f}s ({np.mean([len(x) for x in boxes.values()]):.0f} "
+                  "boxes/image)", flush=True)
+    return du.gather_by_index(boxes, imdb.num_images)

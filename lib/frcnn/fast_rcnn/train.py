@@ -217,6 +217,9 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
     device = torch.device(device or cfg.DEVICE)
     seed = cfg.RNG_SEED if seed is None else seed
     base_lr = cfg.SOLVER.BASE_LR if base_lr is None else base_lr
+    # N processes = N x the batch: lr x N under DIST.LR_SCALING 'linear' (see du.lr_scale)
+    lr_factor = du.lr_scale(cfg, world)
+    base_lr = base_lr * lr_factor
     use_amp = bool(cfg.SOLVER.AMP if amp is None else amp) and device.type == "cuda"
     os.makedirs(output_dir, exist_ok=True)
     out_final = final_path(output_dir, prefix)
@@ -240,7 +243,9 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        set_rng_states(state["rng"])
+        # each rank continues its own RNG stream (snapshots made by N ranks keep N states)
+        rngs = state.get("rng_per_rank")
+        set_rng_states(rngs[rank] if rngs and len(rngs) == world else state["rng"])
         start_iter = state["iteration"]
         if state["data"]["seed"] != seed or state["data"].get("world_size", 1) != world:
             print(f"[{prefix}] warning: snapshot data order (seed {state['data']['seed']}, "
@@ -248,7 +253,12 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
         if rank == 0:
             print(f"[{prefix}] resumed from {snap} at iteration {start_iter}")
 
-    train_model_ = du.wrap_model(model, device)
+    train_model_ = du.wrap_model(model, device, find_unused_parameters=bool(
+        cfg.DIST.FIND_UNUSED_PARAMETERS) if "DIST" in cfg else False)
+    # per-image sampling streams from (seed, batch index, global position): the same samples
+    # whatever the number of processes, and on resume
+    sampler_gens = du.ImageGenerators(seed, device) if hasattr(model, "generator") else None
+    old_generator = getattr(model, "generator", None)
     if loader_fn is None:
         from frcnn.roi_data.loader import make_data_loader
 
@@ -261,7 +271,10 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
     if rank == 0:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[{prefix}] {max_iters} iters (lr {base_lr:g}, x{cfg.SOLVER.GAMMA:g} every "
-              f"{stepsize}), {ims_per_batch} img/batch x {iter_size}, {len(roidb)} roidb entries, "
+              f"{stepsize}), {ims_per_batch} img/batch x {iter_size}"
+              + (f" x {world} processes (lr x{lr_factor:g}, DIST.LR_SCALING "
+                 f"{cfg.DIST.LR_SCALING})" if world > 1 else "")
+              + f", {len(roidb)} roidb entries, "
               f"{n_train} trainable params, {len(frozen_names)} frozen tensors, device {device}"
               + (", amp" if use_amp else ""))
     tb = _TB(None if rank != 0 else
@@ -284,10 +297,15 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         parts = {}
-        for _ in range(iter_size):
+        for micro in range(iter_size):
             batch = next(data)
             images, im_info, gt_boxes, proposals = _to_device(batch, device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            if sampler_gens is not None and "iteration" in batch:
+                n = images.shape[0]
+                model.generator = sampler_gens.for_batch(batch["iteration"], rank * n, n)
+            # accumulate locally, all-reduce once per update
+            with du.no_sync(train_model_, micro < iter_size - 1), \
+                    torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 losses = train_model_(images, im_info, gt_boxes, proposals) \
                     if with_proposals else train_model_(images, im_info, gt_boxes)
             loss = sum(losses.values())
@@ -296,13 +314,16 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
                 raise FloatingPointError(
                     f"[{prefix}] non-finite loss at iteration {it} ({detail}); images "
                     f"{batch['image_ids']}. Lower SOLVER.BASE_LR or check these annotations.")
-            if scaler is not None:
-                scaler.scale(loss / iter_size).backward()
-            else:
-                (loss / iter_size).backward()
+            with du.no_sync(train_model_, micro < iter_size - 1):
+                if scaler is not None:
+                    scaler.scale(loss / iter_size).backward()
+                else:
+                    (loss / iter_size).backward()
             total += loss.item() / iter_size
             for k, v in losses.items():
                 parts[k] = parts.get(k, 0.0) + float(v.detach()) / iter_size
+        if it == start_iter:
+            _check_all_grads(model, prefix, world)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -312,6 +333,10 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
         smooth.append(total)
         for k, v in parts.items():
             parts_smooth.setdefault(k, deque(maxlen=display)).append(v)
+        show = it % display == 0 or it == max_iters
+        if show:  # smoothed losses averaged over ranks (a collective: every rank takes part)
+            shown = du.all_reduce_means([np.mean(smooth)]
+                                        + [np.mean(v) for v in parts_smooth.values()])
         if rank == 0:
             tb.add(f"{prefix}/loss", total, it)
             for k, v in parts.items():
@@ -321,11 +346,11 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(smooth):.4f}",
                                 s_it=f"{(time.perf_counter() - t_start) / (it - start_iter):.3f}")
-            if it % display == 0 or it == max_iters:
+            if show:
                 now = time.perf_counter()
                 n = display if it % display == 0 else (it % display)
-                msg = (f"[{prefix}] iter {it}/{max_iters} loss {np.mean(smooth):.4f} ("
-                       + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in parts_smooth.items())
+                msg = (f"[{prefix}] iter {it}/{max_iters} loss {shown[0]:.4f} ("
+                       + ", ".join(f"{k} {v:.4f}" for k, v in zip(parts_smooth, shown[1:]))
                        + f") lr {lr:g} {(now - t_disp) / max(n, 1):.3f} s/iter")
                 t_disp = now
                 if bar is not None:
@@ -333,12 +358,13 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
                 else:
                     print(msg, flush=True)
         if it % cfg.TRAIN.SNAPSHOT_ITERS == 0 or it == max_iters:
+            rngs = du.all_gather_object(get_rng_states())  # every rank's, for an exact resume
             if rank == 0:
                 path = snapshot_path(output_dir, prefix, it)
                 save_atomic({"iteration": it, "model": model.state_dict(),
                              "optimizer": optimizer.state_dict(),
                              "scaler": scaler.state_dict() if scaler is not None else None,
-                             "rng": get_rng_states(),
+                             "rng": rngs[0], "rng_per_rank": rngs,
                              "data": {"seed": seed, "next_batch": it * iter_size,
                                       "ims_per_batch": ims_per_batch, "world_size": world},
                              "max_iters": max_iters, "stepsize": stepsize}, path)
@@ -346,6 +372,8 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
     if bar is not None:
         bar.close()
     tb.close()
+    if sampler_gens is not None:
+        model.generator = old_generator
     if rank == 0:
         elapsed = time.perf_counter() - t_start
         done = max(it - start_iter, 1)
@@ -357,6 +385,21 @@ def train_model(model, roidb, cfg, output_dir, max_iters, stepsize, ims_per_batc
     du.barrier()
     model.eval()
     return out_final
+
+
+def _check_all_grads(model, prefix, world):
+    """Every trainable parameter must get a gradient: under DDP (find_unused_parameters False)
+    one that does not stalls the gradient reduction of the next iteration."""
+    missing = du.parameters_without_grad(model)
+    if not missing:
+        return
+    msg = (f"[{prefix}] trainable parameters without a gradient: {missing[:6]}"
+           f"{' ...' if len(missing) > 6 else ''}; freeze them (frozen=...) or build the model "
+           "without that part")
+    if world > 1:
+        raise RuntimeError(msg + " (needed by DistributedDataParallel)")
+    if du.get_rank() == 0:
+        print("warning: " + msg, flush=True)
 
 
 def load_weights(path):
