@@ -1,7 +1,8 @@
 """CI end to end: a short 4-stage alt-opt of TINY on shapes, then test_net, as a user runs them.
 
-The mAP floor is far above what a broken stage reaches (random / untrained detectors score
-~0.0-0.1 on shapes; see docs/RESULTS.md for what this short run measures).
+The mAP floor is far above what a broken stage reaches (an untrained or mis-assembled detector
+scores ~0.0-0.05 on shapes); this short run measured 0.83 mAP in 4.3 min on 2 busy cores
+(docs/RESULTS.md).
 """
 import os
 import re
@@ -13,7 +14,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "experiments", "cfgs", "shapes_alt_opt.yml")
-MAP_FLOOR = 0.5
+MAP_FLOOR = 0.6
 # short schedule: all four stages, a few hundred iterations each (~2-3 min on 2 cores)
 ITERS = "(800,1200,400,600)"
 STEPS = "(600,900,300,450)"
