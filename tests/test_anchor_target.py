@@ -3,7 +3,7 @@ import torch
 
 from frcnn.config import get_default_cfg, cfg_from_list
 from frcnn.ops.reference import bbox_overlaps_reference
-from frcnn.rpn.anchor_target import anchor_target, subsample
+from frcnn.rpn.anchor_target import AnchorTargetParams, anchor_target, subsample
 from frcnn.rpn.generate_anchors import generate_anchors, shifted_anchors
 
 
@@ -15,7 +15,7 @@ def _run(anchors, gt, im_hw, cfg, seed=0):
     g = torch.Generator().manual_seed(seed)
     info = torch.tensor([im_hw[0], im_hw[1], 1.0])
     return anchor_target(torch.tensor(anchors, dtype=torch.float32),
-                         torch.tensor(gt, dtype=torch.float32).reshape(-1, 5), info, cfg, g)
+                         torch.tensor(gt, dtype=torch.float32).reshape(-1, 5), info, AnchorTargetParams.from_cfg(cfg), g)
 
 
 def test_ties_all_positive_and_thresholds():
@@ -75,14 +75,14 @@ def test_sampling_counts():
     gt = torch.tensor([[100, 100, 500, 450, 1], [300, 50, 700, 400, 2]], dtype=torch.float32)
     info = torch.tensor([600., 800., 1.])
     g = torch.Generator().manual_seed(3)
-    labels, targets, inw, outw = anchor_target(anchors, gt, info, cfg, g)
+    labels, targets, inw, outw = anchor_target(anchors, gt, info, AnchorTargetParams.from_cfg(cfg), g)
     nfg, nbg = int((labels == 1).sum()), int((labels == 0).sum())
     assert nfg <= 128 and nfg + nbg == 256
     np.testing.assert_allclose(outw[labels >= 0].numpy(), 1 / 256, rtol=1e-6)
     assert float(outw[labels < 0].abs().sum()) == 0
     # many positives: exactly 128 fg kept
     cfg2 = _cfg("TRAIN.RPN_POSITIVE_OVERLAP", "0.2")
-    labels2, _, _, _ = anchor_target(anchors, gt, info, cfg2, g)
+    labels2, _, _, _ = anchor_target(anchors, gt, info, AnchorTargetParams.from_cfg(cfg2), g)
     assert int((labels2 == 1).sum()) == 128 and int((labels2 == 0).sum()) == 128
 
 
@@ -114,7 +114,8 @@ def test_matches_reference_labelling_without_sampling():
         xy = rng.uniform(0, 300, size=(4, 2))
         wh = rng.uniform(20, 200, size=(4, 2))
         gt = np.hstack((xy, np.minimum(xy + wh, [399, 319]), np.ones((4, 1)))).astype(np.float32)
-        labels, _, _, _ = anchor_target(anchors, torch.from_numpy(gt), torch.tensor([320., 400., 1.]), cfg)
+        labels, _, _, _ = anchor_target(anchors, torch.from_numpy(gt), torch.tensor([320., 400., 1.]),
+                                           AnchorTargetParams.from_cfg(cfg))
         ref = _reference_labels(anchors.numpy(), gt, 320, 400, cfg)
         np.testing.assert_array_equal(labels.numpy(), ref)
 

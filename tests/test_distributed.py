@@ -125,7 +125,8 @@ def _frozen(model):
 
 def _grads(kind, cfg, rank, world, batch_index=0, net="TINY"):
     """Trainable-parameter gradients of one batch (global batch of 2 images)."""
-    from frcnn.fast_rcnn.train import _to_device, freeze
+    from frcnn.engine.trainer import _to_device
+    from frcnn.fast_rcnn.train import freeze
     from frcnn.roi_data.loader import make_data_loader
 
     model, roidb, with_props = _setup(kind, cfg, net)
@@ -137,22 +138,24 @@ def _grads(kind, cfg, rank, world, batch_index=0, net="TINY"):
                                    world_size=world, with_proposals=with_props))
     batch = next(loader)
     images, im_info, gt, props = _to_device(batch, "cpu")
-    model.generator = du.ImageGenerators(SEED).for_batch(batch_index, rank * ims, ims)
-    losses = net(images, im_info, gt, props) if with_props else net(images, im_info, gt)
+    gens = du.ImageGenerators(SEED).for_batch(batch_index, rank * ims, ims)
+    losses = net(images, im_info, gt, props, generators=gens)
     sum(losses.values()).backward()
     assert not du.parameters_without_grad(model)
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _train(kind, cfg, out, max_iters, world):
-    """train_model of a stage (iter_size 1) or end2end (iter_size 2) for max_iters updates."""
-    from frcnn.fast_rcnn.train import train_model
+def _train(kind, cfg, out, max_iters, world, stop_at=None):
+    """train_model of a stage (iter_size 1) or end2end (iter_size 2) for max_iters updates;
+    stop_at=k: interrupted after the snapshot of update k."""
+    from frcnn.roi_data.loader import loader_factory
+    from train_helpers import train
 
     model, roidb, with_props = _setup(kind, cfg)
     iter_size = 2 if kind == "end2end" else 1
-    return train_model(model, roidb, cfg, out, max_iters, 100, 2 // world, with_props,
-                       frozen=FROZEN, device="cpu", prefix=kind, iter_size=iter_size, seed=SEED,
-                       log_dir=None, progress=False)
+    return train(model, loader_factory(roidb, cfg, 2 // world, SEED, with_props), cfg, out,
+                 max_iters, 100, 2 // world, kind, roidb=roidb, seed=SEED, iter_size=iter_size,
+                 stop_at=stop_at, frozen=FROZEN)
 
 
 def _test_model(cfg, tmp):
@@ -198,9 +201,7 @@ def _worker(rank, world, port, tmp):
     for kind in ("rpn", "end2end"):
         _train(kind, cfg, os.path.join(d, "straight"), 2, world)
         # interrupted after 1 update, then resumed from rank 0's snapshot
-        _train(kind, cfg, os.path.join(d, "resumed"), 1, world)
-        if rank == 0:
-            os.remove(os.path.join(d, "resumed", f"{kind}_final.pth"))
+        _train(kind, cfg, os.path.join(d, "resumed"), 2, world, stop_at=1)
         du.barrier()
         _train(kind, cfg, os.path.join(d, "resumed"), 2, world)
     mAP = _detect(cfg, tmp, os.path.join(d, "test"))
@@ -270,7 +271,8 @@ def test_rank0_snapshots_load_and_match(runs, kind):
     for it in (1, 2):
         snap = torch.load(os.path.join(d, "straight", f"{kind}_iter_{it}.pth"), weights_only=False)
         model.load_state_dict(snap["model"])  # strict: a plain (not DDP 'module.') state dict
-        assert snap["iteration"] == it and snap["data"]["world_size"] == WORLD
+        assert snap["iteration"] == it and snap["signature"]["world_size"] == WORLD
+        assert len(snap["rng_per_rank"]) == WORLD
     final = load_weights(os.path.join(d, "straight", f"{kind}_final.pth"))
     single = load_weights(os.path.join(tmp, "single", f"{kind}_final.pth"))
     resumed = load_weights(os.path.join(d, "resumed", f"{kind}_final.pth"))

@@ -30,10 +30,11 @@ def _losses():
     torch.manual_seed(3)
     cfg = get_default_cfg()
     model = build_model("TINY", 3, cfg).train()
-    model.generator = torch.Generator().manual_seed(3)
+    gens = [torch.Generator().manual_seed(3)]
     gt = [torch.tensor([[30., 20., 109., 89., 1.], [120., 70., 209., 149., 2.]])]
     with torch.no_grad():
-        return {k: v.item() for k, v in model(_fixed_image(), torch.tensor([[160., 224., 1.]]), gt).items()}
+        return {k: v.item() for k, v in model(_fixed_image(), torch.tensor([[160., 224., 1.]]), gt,
+                                              generators=gens).items()}
 
 
 def test_golden_losses():

@@ -106,9 +106,8 @@ def test_forward_backward_cpu(net):
     H, W = (128, 160) if net in ("TINY", "ELITE0") else (96, 128)
     B = 2 if net in ("TINY", "ELITE0") else 1
     model = build_model(net, 3, cfg).train()
-    model.generator = torch.Generator().manual_seed(0)
     images, info, gt = _batch(B, H, W)
-    losses = model(images, info, gt)
+    losses = model(images, info, gt, generators=[torch.Generator().manual_seed(i) for i in range(B)])
     assert set(losses) == {"rpn_cls_loss", "rpn_bbox_loss", "cls_loss", "bbox_loss"}
     total = sum(losses.values())
     assert torch.isfinite(total)

@@ -5,7 +5,7 @@ from frcnn.config import cfg_from_list, get_default_cfg
 from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
 from frcnn.ops.reference import nms_reference
 from frcnn.rpn.generate_anchors import generate_anchors, shifted_anchors
-from frcnn.rpn.proposal_layer import proposal_layer
+from frcnn.rpn.proposal_layer import ProposalParams, proposal_layer
 
 
 def _cfg(pre, post, min_size=0, thresh=0.7):
@@ -22,7 +22,7 @@ INFO = torch.tensor([200., 200., 1.])
 
 def _run(cfg, order=(0, 1, 2, 3)):
     o = list(order)
-    return proposal_layer(SCORES[o], torch.zeros(4, 4), BOXES[o], INFO, cfg, train=False)
+    return proposal_layer(SCORES[o], torch.zeros(4, 4), BOXES[o], INFO, ProposalParams.from_cfg(cfg, False))
 
 
 def test_top_n_before_then_nms_then_top_n():
@@ -41,13 +41,13 @@ def test_top_n_before_then_nms_then_top_n():
 def test_min_size_scaled_and_train_keys():
     cfg = _cfg(-1, -1, min_size=30)
     info = torch.tensor([200., 200., 1.5])      # min size 45 > 42 px boxes: all dropped
-    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, info, cfg, train=False)
+    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, info, ProposalParams.from_cfg(cfg, False))
     assert b.shape == (0, 4)
-    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, INFO, cfg, train=False)
+    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, INFO, ProposalParams.from_cfg(cfg, False))
     assert len(s) == 2
     cfg.TRAIN.RPN_PRE_NMS_TOP_N = 1
     cfg.TRAIN.RPN_MIN_SIZE = 0
-    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, INFO, cfg, train=True)
+    b, s = proposal_layer(SCORES, torch.zeros(4, 4), BOXES, INFO, ProposalParams.from_cfg(cfg, True))
     assert s.tolist() == [np.float32(0.9)]
 
 
@@ -59,7 +59,7 @@ def test_matches_reference_pipeline():
     deltas = torch.randn(n, 4, generator=g) * 0.2
     info = torch.tensor([160., 190., 1.2])
     cfg = _cfg(300, 50, min_size=16)
-    boxes, sc = proposal_layer(scores, deltas, anchors, info, cfg, train=False)
+    boxes, sc = proposal_layer(scores, deltas, anchors, info, ProposalParams.from_cfg(cfg, False))
     # numpy re-statement of the reference steps
     p = clip_boxes(bbox_transform_inv(anchors, deltas), (160, 190)).numpy()
     ws, hs = p[:, 2] - p[:, 0] + 1, p[:, 3] - p[:, 1] + 1

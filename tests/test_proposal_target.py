@@ -3,7 +3,7 @@ import torch
 
 from frcnn.config import get_default_cfg
 from frcnn.fast_rcnn.bbox_transform import bbox_transform
-from frcnn.rpn.proposal_target import proposal_target
+from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
 
 GT = torch.tensor([[100., 100., 199., 199., 3.], [300., 300., 349., 389., 1.]])
 
@@ -22,8 +22,7 @@ def _cfg(lo=0.1, batch=128, ims=2):
     cfg = get_default_cfg()
     cfg.TRAIN.BG_THRESH_LO = lo
     cfg.TRAIN.BATCH_SIZE = batch
-    cfg.TRAIN.IMS_PER_BATCH = ims
-    return cfg
+    return ProposalTargetParams.from_cfg(cfg, ims)
 
 
 def test_counts_many_fg():

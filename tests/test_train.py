@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from frcnn.config import get_default_cfg
 from frcnn.fast_rcnn import train as T
+from train_helpers import train
 
 
 class ToyDetector(nn.Module):
@@ -68,22 +69,15 @@ def _run(tmp, max_iters, cfg, stop_at=None, resume=True):
     model = ToyDetector()
     rec = LossRecorder(model)
     if stop_at is not None:
-        # train_model stops at max_iters: emulate an interruption by training to stop_at first
-        T.train_model(model, [None] * 4, cfg, tmp, stop_at, 7, 2, False, prefix="toy",
-                      loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=resume,
-                      log_dir=None, progress=False)
-        os.remove(T.final_path(tmp, "toy"))
+        # interrupted right after the snapshot of iteration stop_at
+        train(model, toy_loader(cfg.RNG_SEED), cfg, tmp, max_iters, 7, 2, "toy", stop_at=stop_at)
         torch.manual_seed(123)  # a different process state: resume must not depend on it
         np.random.seed(77)
         model = ToyDetector()
         rec2 = LossRecorder(model)
-        T.train_model(model, [None] * 4, cfg, tmp, max_iters, 7, 2, False, prefix="toy",
-                      loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=True,
-                      log_dir=None, progress=False)
+        train(model, toy_loader(cfg.RNG_SEED), cfg, tmp, max_iters, 7, 2, "toy")
         return rec.losses + rec2.losses, model
-    T.train_model(model, [None] * 4, cfg, tmp, max_iters, 7, 2, False, prefix="toy",
-                  loader_fn=toy_loader(cfg.RNG_SEED), device="cpu", resume=resume,
-                  log_dir=None, progress=False)
+    train(model, toy_loader(cfg.RNG_SEED), cfg, tmp, max_iters, 7, 2, "toy", resume=resume)
     return rec.losses, model
 
 
@@ -105,7 +99,8 @@ def test_snapshots_and_final(tmp_path):
     assert T.find_snapshot(str(tmp_path), "toy").endswith("toy_iter_12.pth")
     snap = torch.load(tmp_path / "toy_iter_5.pth", weights_only=False)
     assert snap["iteration"] == 5 and snap["data"]["next_batch"] == 5
-    assert {"torch", "numpy", "python"} <= set(snap["rng"])
+    assert {"torch", "numpy", "python"} <= set(snap["rng_per_rank"][0])
+    assert snap["signature"]["max_iters"] == 12 and snap["signature"]["seed"] == cfg.RNG_SEED
     assert "model" in torch.load(tmp_path / "toy_final.pth", weights_only=False)
 
 
@@ -113,7 +108,7 @@ def test_optimizer_groups_and_frozen():
     cfg = get_default_cfg()
     model = ToyDetector()
     T.freeze(model, ["backbone"])
-    opt = T.build_optimizer(model, cfg, 0.001)
+    opt = T.build_optimizer(model, T.SolverParams.from_cfg(cfg, 10, 5), 0.001)
     ids = {id(p) for g in opt.param_groups for p in g["params"]}
     assert all(id(p) not in ids for p in model.backbone.parameters())
     by_mult = {g["lr_mult"]: g for g in opt.param_groups}
@@ -147,9 +142,9 @@ def test_nan_loss_names_images(tmp_path):
             out["cls_loss"] = out["cls_loss"] * float("nan")
             return out
 
-    with pytest.raises(FloatingPointError, match="img0_0"):
-        T.train_model(Bad(), [None], cfg, str(tmp_path), 3, 10, 2, False, prefix="bad",
-                      loader_fn=toy_loader(3), device="cpu", log_dir=None, progress=False)
+    with pytest.raises(FloatingPointError, match="iteration 0 .*img0_0"):
+        train(Bad(), toy_loader(3), cfg, str(tmp_path), 3, 10, 2, "bad")
+    assert not os.path.exists(tmp_path / "bad_iter_3.pth")  # no snapshot of NaN weights
 
 
 def _shapes_cfg(tmp):
@@ -172,9 +167,11 @@ def test_resume_exact_on_tiny_detector(tmp_path):
     """End2end TINY on shapes: 6 iterations == 3 + resume 3 (losses and weights)."""
     from frcnn.datasets.factory import get_imdb
     from frcnn.models import build_model
+    from frcnn.roi_data.loader import loader_factory
     from frcnn.roi_data.roidb import get_training_roidb
 
     cfg = _shapes_cfg(tmp_path)
+    cfg.TRAIN.SNAPSHOT_ITERS = 3
     imdb = get_imdb("shapes_train", cfg)
     roidb = get_training_roidb(imdb, cfg)
 
@@ -188,14 +185,13 @@ def test_resume_exact_on_tiny_detector(tmp_path):
             rec.losses = losses
             return m
 
+        loader = loader_factory(roidb, cfg, 1, cfg.RNG_SEED)
         if stop_at:
-            T.train_model(make(), roidb, cfg, out, stop_at, 4, 1, False, prefix="t",
-                          iter_size=2, device="cpu", log_dir=None, progress=False)
-            os.remove(T.final_path(out, "t"))
+            train(make(), loader, cfg, out, 6, 4, 1, "t", roidb=roidb, iter_size=2,
+                  stop_at=stop_at)
             torch.manual_seed(99)
         m = make()
-        T.train_model(m, roidb, cfg, out, 6, 4, 1, False, prefix="t", iter_size=2,
-                      device="cpu", log_dir=None, progress=False)
+        train(m, loader, cfg, out, 6, 4, 1, "t", roidb=roidb, iter_size=2)
         return losses, m
 
     a, ma = run(str(tmp_path / "a"))

@@ -14,9 +14,25 @@ if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
 
-def add_common_args(parser, cfg_required=False):
+def add_common_args(parser, cfg_required=False, training=False):
+    """--cfg, --set, --device, --num-threads, --amp/--no-amp, --deterministic (+ --seed and
+    --workers for training tools)."""
     parser.add_argument("--cfg", dest="cfg_file", default=None, required=cfg_required,
                         help="yml config merged over the defaults")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--amp", dest="amp", action="store_true", default=None,
+                        help="mixed precision: float16 on CUDA, bfloat16 on the CPU "
+                             "(default SOLVER.AMP)")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch.use_deterministic_algorithms(True) and deterministic cuDNN "
+                             "(bit-identical CUDA runs, slower; CPU runs with 1 thread are "
+                             "bit-identical without it)")
+    if training:
+        parser.add_argument("--seed", type=int, default=None,
+                            help="RNG seed of everything random (default cfg.RNG_SEED)")
+        parser.add_argument("--workers", type=int, default=None,
+                            help="data loader processes (TRAIN.NUM_WORKERS)")
     parser.add_argument("--set", dest="set_cfgs", nargs=argparse_remainder(), default=None,
                         help="KEY VALUE pairs, e.g. --set EXP_DIR foo TRAIN.SCALES '(400,)'")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cfg.DEVICE)")
@@ -40,6 +56,7 @@ def setup_cfg(args):
         cfg_from_list(list(args.set_cfgs), cfg)
     if getattr(args, "device", None):
         cfg.DEVICE = args.device
+    args._cfg_amp = bool(cfg.SOLVER.AMP)
     if str(cfg.DEVICE).startswith("cuda"):
         import torch
 
@@ -47,6 +64,45 @@ def setup_cfg(args):
             sys.exit(f"DEVICE {cfg.DEVICE} requested but torch has no CUDA here "
                      f"(torch {torch.__version__}); use --device cpu")
     return cfg
+
+
+def apply_runtime_args(args, cfg):
+    """Fold --seed / --workers into the cfg (one source for each value) and apply
+    --num-threads / --deterministic to torch."""
+    import torch
+
+    if getattr(args, "seed", None) is not None:
+        cfg.RNG_SEED = int(args.seed)
+    if getattr(args, "workers", None) is not None:
+        cfg.TRAIN.NUM_WORKERS = int(args.workers)
+    if getattr(args, "num_threads", None):
+        torch.set_num_threads(args.num_threads)
+    if getattr(args, "deterministic", False):
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return cfg
+
+
+def amp_dtype(args, device):
+    """None (float32) or the autocast dtype: float16 on CUDA, bfloat16 on the CPU."""
+    import torch
+
+    on = args.amp if getattr(args, "amp", None) is not None else bool(getattr(args, "_cfg_amp", False))
+    if not on:
+        return None
+    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def autocast_context(device, dtype):
+    import contextlib
+
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def threads_note():

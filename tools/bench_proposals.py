@@ -14,7 +14,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg, threads_note
+from _init_paths import add_common_args, apply_runtime_args, setup_cfg, threads_note
 
 
 def main(argv=None):
@@ -27,7 +27,6 @@ def main(argv=None):
     p.add_argument("--images", default=None, help="folder of images (resized as TEST.SCALES)")
     p.add_argument("--iters", type=int, default=10, help="timed images")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the medians here")
     add_common_args(p)
     args = p.parse_args(argv)
@@ -43,8 +42,7 @@ def main(argv=None):
     from frcnn.rpn.proposal_layer import proposal_layer
     from frcnn.utils.timer import Timer
 
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    apply_runtime_args(args, cfg)
     device = torch.device(cfg.DEVICE)
     torch.manual_seed(0)
     if args.model:
@@ -84,7 +82,8 @@ def main(argv=None):
             H, W = feats.shape[2:]
             anchors = shifted_anchors(H, W, model.backbone.feat_stride, model.rpn.anchors, device=device)
             fg = torch.softmax(cls.float(), dim=2)[..., 1]
-            boxes, _ = proposal_layer(fg[0], deltas[0].float(), anchors, im_info[0], cfg, False)
+            boxes, _ = proposal_layer(fg[0], deltas[0].float(), anchors, im_info[0],
+                                      model.test_proposal_params)
             timers["proposal"].toc()
             timers["region-wise"].tic()
             rois = torch.cat((boxes.new_zeros((boxes.shape[0], 1)), boxes[:, :4]), dim=1)

@@ -15,7 +15,8 @@ import os
 import pickle
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg
+from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
+                         setup_cfg)
 
 
 def main(argv=None):
@@ -27,6 +28,7 @@ def main(argv=None):
     add_common_args(p)
     args = p.parse_args(argv)
     cfg = setup_cfg(args)
+    apply_runtime_args(args, cfg)
 
     from frcnn.datasets.factory import get_imdb
     from frcnn.fast_rcnn.test import imdb_proposals
@@ -40,12 +42,14 @@ def main(argv=None):
     model = build_model(args.net.upper(), imdb.num_classes, cfg, parts=("rpn",), pretrained=False)
     AltOpt.load_parts(model, args.model, ["backbone.", "rpn."])
     model.to(cfg.DEVICE).eval()
-    boxes = imdb_proposals(model, imdb, cfg)
+    with autocast_context(cfg.DEVICE, amp_dtype(args, cfg.DEVICE)):
+        boxes = imdb_proposals(model, imdb, cfg)
     out = args.out or (os.path.splitext(args.model)[0] + "_proposals_"
                        + imdb.name.replace(":", "_").replace("/", "_") + ".pkl")
     if du.is_main_process():
-        with open(out, "wb") as f:
+        with open(out + ".tmp", "wb") as f:
             pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
+        os.replace(out + ".tmp", out)
         print(f"wrote {out}")
     du.cleanup()
     return out

@@ -15,7 +15,8 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg, threads_note
+from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
+                         setup_cfg, threads_note)
 
 
 def parse_args(argv=None):
@@ -28,7 +29,6 @@ def parse_args(argv=None):
     p.add_argument("--max-per-image", type=int, default=None, help="default TEST.MAX_PER_IMAGE (100)")
     p.add_argument("--num-images", type=int, default=None, help="test only the first N images")
     p.add_argument("--vis", default=None, help="folder to write PNGs with the detections")
-    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--map-file", default=None, help="write the mAP into this file")
     add_common_args(p)
     return p.parse_args(argv)
@@ -70,8 +70,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    apply_runtime_args(args, cfg)
     du.setup_for_tool(cfg)  # torchrun: images split over ranks, rank 0 evaluates
     imdb = get_imdb(args.imdb, cfg)
     if args.comp and hasattr(imdb, "competition_mode"):
@@ -94,8 +93,9 @@ def main(argv=None):
     print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "
           f"{threads_note()}; results in {out}")
     t0 = time.perf_counter()
-    mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image, proposals=proposals,
-                   vis_dir=args.vis)
+    with autocast_context(cfg.DEVICE, amp_dtype(args, cfg.DEVICE)):
+        mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image,
+                       proposals=proposals, vis_dir=args.vis)
     if args.map_file and du.is_main_process():
         with open(args.map_file, "w") as f:
             f.write(f"{mAP:.4f}")

@@ -25,9 +25,11 @@ import os
 import pickle
 import sys
 import time
+from dataclasses import dataclass
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
-from _init_paths import add_common_args, setup_cfg, threads_note
+from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
+                         setup_cfg, threads_note)
 
 from frcnn.utils import distributed as du
 
@@ -39,45 +41,75 @@ def parse_args(argv=None):
                    help="ImageNet-pretrained weights (.pth or .caffemodel); none = random init "
                         "(fine for TINY; ELITE0 brings its own)")
     p.add_argument("--imdb", default="voc_2007_trainval", help="training image set")
-    p.add_argument("--seed", type=int, default=None, help="default cfg.RNG_SEED")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (TRAIN.NUM_WORKERS)")
     p.add_argument("--no-resume", action="store_true",
                    help="retrain every stage from scratch (existing files are overwritten)")
-    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--final-file", default=None, help="write the final model's path into this file")
-    add_common_args(p)
+    add_common_args(p, training=True)
     return p.parse_args(argv)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of the paper's Table / section 3.2 (see the module docstring)."""
+
+    name: str            # file prefix: <net>_<name>_final.pth
+    kind: str            # "rpn" or "fast_rcnn": the model parts it trains
+    init: str            # "imagenet", or the stage whose weights start it
+    frozen: str          # "stage1" (the net's frozen_prefixes) or "convs" (the whole backbone)
+    iters_index: int     # entry of ALT_OPT.ITERS / STEPSIZES / BASE_LRS
+    proposals: str = ""  # the proposals file it trains on (Fast R-CNN stages)
+
+
+STAGES = (
+    Stage("stage1_rpn", "rpn", init="imagenet", frozen="stage1", iters_index=0),
+    Stage("stage1_fast_rcnn", "fast_rcnn", init="imagenet", frozen="stage1", iters_index=1,
+          proposals="stage1_rpn"),
+    Stage("stage2_rpn", "rpn", init="stage1_fast_rcnn", frozen="convs", iters_index=2),
+    Stage("stage2_fast_rcnn", "fast_rcnn", init="stage1_fast_rcnn", frozen="convs",
+          iters_index=3, proposals="stage2_rpn"),
+)
+# final = convs of Fast R-CNN 1 (= those of stage 2, frozen) + RPN 2 + head of Fast R-CNN 2
+FINAL_PARTS = (("backbone.", "stage1_fast_rcnn"), ("rpn.", "stage2_rpn"),
+               ("head.", "stage2_fast_rcnn"))
+
+
 class AltOpt:
-    """The four stages; each method returns the path of what it produced."""
+    """Walks STAGES: train each stage, write RPN proposals after each RPN stage, assemble."""
 
     def __init__(self, args, cfg):
         import torch
 
         from frcnn.config import get_output_dir
         from frcnn.datasets.factory import get_imdb
+        from frcnn.fast_rcnn.train import seed_all
 
         self.args, self.cfg = args, cfg
         self.net = args.net.upper()
         self.device = torch.device(cfg.DEVICE)
+        self.seed = cfg.RNG_SEED  # --seed is folded into it
+        seed_all(self.seed)  # before anything random (the synthetic data set included)
         self.imdb = get_imdb(args.imdb, cfg)
         self.out = get_output_dir(self.imdb.name.replace(":", "_").replace("/", "_"), cfg)
         self.resume = not args.no_resume
-        self.seed = cfg.RNG_SEED if args.seed is None else args.seed
         lrs = tuple(cfg.ALT_OPT.BASE_LRS) or (cfg.SOLVER.BASE_LR,) * 4
         if len(lrs) != 4 or len(cfg.ALT_OPT.ITERS) != 4 or len(cfg.ALT_OPT.STEPSIZES) != 4:
             raise ValueError("ALT_OPT.ITERS, ALT_OPT.STEPSIZES (and BASE_LRS if given) need 4 "
                              "values: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN")
         self.lrs = lrs
+        self.amp = amp_dtype(args, self.device)
         print(f"alt-opt {self.net} on {self.imdb.name} ({self.imdb.num_images} images, "
               f"{self.imdb.num_classes - 1} classes) -> {self.out}; device {self.device}, "
-              f"{threads_note()}")
+              f"seed {self.seed}, {threads_note()}")
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- files --------------------------------------------------------------------------------
     def path(self, name):
         return os.path.join(self.out, f"{self.net.lower()}_{name}")
+
+    def weights_file(self, stage_name):
+        return self.path(f"{stage_name}_final.pth")
+
+    def proposals_file(self, rpn_stage_name):
+        return self.path(f"{rpn_stage_name}_proposals.pkl")
 
     def done(self, path):
         if self.resume and os.path.exists(path):
@@ -85,12 +117,16 @@ class AltOpt:
             return True
         return False
 
-    def build(self, parts, cfg=None, pretrained=False):
+    def meta(self):
+        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name}
+
+    # -- models -------------------------------------------------------------------------------
+    def build(self, parts, cfg=None, pretrained=False, ims_per_batch=None):
         """pretrained: let the backbone load its own ImageNet weights (ELITE0 bundles them)."""
         from frcnn.models import build_model
 
         return build_model(self.net, self.imdb.num_classes, cfg or self.cfg, parts=parts,
-                           pretrained=pretrained)
+                           pretrained=pretrained, ims_per_batch=ims_per_batch)
 
     def load_imagenet(self, model):
         if self.args.weights:
@@ -120,119 +156,104 @@ class AltOpt:
         model.load_state_dict(own)
         return len(picked)
 
-    def stage_cfg(self, **train):
+    # -- one stage ----------------------------------------------------------------------------
+    def stage_cfg(self, stage):
+        """The reference's per-stage cfg: RPN stages train on gt boxes, 1 image per batch, no
+        Fast R-CNN regression targets; Fast R-CNN stages on proposals, TRAIN.IMS_PER_BATCH."""
         cfg = copy.deepcopy(self.cfg)
-        for k, v in train.items():
-            cfg.TRAIN[k] = v
+        if stage.kind == "rpn":
+            cfg.TRAIN.HAS_RPN, cfg.TRAIN.BBOX_REG, cfg.TRAIN.IMS_PER_BATCH = True, False, 1
+        else:
+            cfg.TRAIN.HAS_RPN = False
         return cfg
 
-    def frozen_stage1(self, model):
-        return ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
+    def train_stage(self, stage):
+        from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
+        from frcnn.engine.checkpoint import roidb_signature
+        from frcnn.roi_data.loader import loader_factory
+        from frcnn.roi_data.roidb import (add_bbox_regression_stats, filter_roidb,
+                                          get_training_roidb, merge_proposals)
 
-    def train(self, model, roidb, cfg, idx, prefix, ims_per_batch, with_proposals, frozen,
-              extra=None):
-        from frcnn.fast_rcnn.train import train_model
-
-        return train_model(model, roidb, cfg, self.out, cfg.ALT_OPT.ITERS[idx],
-                           cfg.ALT_OPT.STEPSIZES[idx], ims_per_batch, with_proposals,
-                           frozen=frozen, resume=self.resume, device=self.device,
-                           prefix=f"{self.net.lower()}_{prefix}", seed=self.seed,
-                           amp=self.args.amp or None, num_workers=self.args.workers,
-                           base_lr=self.lrs[idx], extra=extra)
-
-    def meta(self):
-        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name}
-
-    # -- stages -------------------------------------------------------------------------------
-    def rpn(self, stage, init_from=None):
-        """Stage 1: ImageNet init; stage 2: convs of Fast R-CNN 1, frozen; fresh RPN head."""
-        from frcnn.roi_data.roidb import filter_roidb, get_training_roidb
-
-        out = self.path(f"stage{stage}_rpn_final.pth")
+        out = self.weights_file(stage.name)
         if self.done(out):
             return out
-        print(f"\n===== Stage {stage} RPN =====")
-        # RPN stages: 1 image per batch, no Fast R-CNN bbox targets (reference's stage cfg).
-        cfg = self.stage_cfg(HAS_RPN=True, BBOX_REG=False, IMS_PER_BATCH=1)
-        model = self.build(("rpn",), cfg, pretrained=stage == 1)
-        if stage == 1:
+        print(f"\n===== {stage.name.replace('_', ' ').replace('stage', 'Stage ')} "
+              f"(init {stage.init}, frozen {stage.frozen}) =====")
+        cfg = self.stage_cfg(stage)
+        ims = cfg.TRAIN.IMS_PER_BATCH  # one number for the loader and proposal_target
+        seed_all(self.seed)  # the same initialisation whether or not earlier stages ran here
+        parts = ("rpn",) if stage.kind == "rpn" else ("head",)
+        model = self.build(parts, cfg, pretrained=stage.init == "imagenet", ims_per_batch=ims)
+        if stage.init == "imagenet":
             self.load_imagenet(model)
-            frozen = self.frozen_stage1(model)
+        elif stage.kind == "rpn":
+            n = self.load_parts(model, self.weights_file(stage.init), ["backbone."])
+            print(f"convs ({n} tensors) from {stage.init}; RPN head fresh")
         else:
-            n = self.load_parts(model, init_from, ["backbone."])
-            print(f"convs ({n} tensors) from {init_from}, frozen; RPN head fresh")
-            frozen = ["backbone"]
-        roidb = filter_roidb(get_training_roidb(self.imdb, cfg), cfg)
-        return self.train(model, roidb, cfg, 0 if stage == 1 else 2, f"stage{stage}_rpn", 1,
-                          False, frozen, extra=self.meta())
+            fresh = fresh_head_layers(model)
+            n = self.load_parts(model, self.weights_file(stage.init), ["backbone.", "head."],
+                                skip=fresh)
+            print(f"convs and fc layers ({n} tensors) from {stage.init}; "
+                  f"{', '.join(p.rstrip('.') for p in fresh)} fresh")
+        frozen = (["backbone"] if stage.frozen == "convs" else
+                  ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())])
+        if stage.kind == "fast_rcnn" and not cfg.TRAIN.BBOX_REG:
+            frozen.append("head.bbox_pred")  # no box regression loss, nothing to learn
+        roidb = get_training_roidb(self.imdb, cfg)
+        extra = self.meta()
+        if stage.proposals:
+            with open(self.proposals_file(stage.proposals), "rb") as f:
+                roidb = merge_proposals(roidb, pickle.load(f))
+        roidb = filter_roidb(roidb, cfg)
+        if stage.kind == "fast_rcnn":
+            means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
+            model.set_bbox_normalization(means, stds)
+            extra.update(bbox_means=means, bbox_stds=stds)
+        k = stage.iters_index
+        solver = SolverParams.from_cfg(cfg, cfg.ALT_OPT.ITERS[k], cfg.ALT_OPT.STEPSIZES[k],
+                                       base_lr=self.lrs[k])
+        return train_model(
+            model, loader_factory(roidb, cfg, ims, self.seed, bool(stage.proposals),
+                                  self.args.workers),
+            solver, self.out, f"{self.net.lower()}_{stage.name}", ims_per_batch=ims,
+            seed=self.seed, data_signature=roidb_signature(roidb), frozen=frozen,
+            resume=self.resume, device=self.device, amp=self.amp, extra=extra,
+            find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
 
-    def proposals(self, stage, rpn_path):
+    def write_proposals(self, rpn_stage):
+        """RPN proposals of every train image (unflipped), as the reference's rpn_generate."""
         from frcnn.fast_rcnn.test import imdb_proposals
 
-        out = self.path(f"stage{stage}_rpn_proposals.pkl")
+        out = self.proposals_file(rpn_stage.name)
         if self.done(out):
             return out
-        print(f"\n===== Stage {stage} RPN, generate proposals =====")
+        print(f"\n===== {rpn_stage.name.replace('_', ' ').replace('stage', 'Stage ')}, "
+              "generate proposals =====")
         cfg = rpn_generate_cfg(self.cfg)
         model = self.build(("rpn",), cfg)
-        self.load_parts(model, rpn_path, ["backbone.", "rpn."])
+        self.load_parts(model, self.weights_file(rpn_stage.name), ["backbone.", "rpn."])
         model.to(self.device).eval()
-        boxes = imdb_proposals(model, self.imdb, cfg)  # gathered on rank 0 (None elsewhere)
+        with autocast_context(self.device, self.amp):
+            boxes = imdb_proposals(model, self.imdb, cfg)  # gathered on rank 0 (None elsewhere)
         if du.is_main_process():
-            with open(out + ".tmp", "wb") as f:
-                pickle.dump(boxes, f, pickle.HIGHEST_PROTOCOL)
-            os.replace(out + ".tmp", out)
+            save_pickle_atomic(boxes, out)
             print(f"wrote {out}")
         du.barrier()
         return out
 
-    def fast_rcnn(self, stage, proposals_path, init_from=None):
-        """Stage 1: ImageNet init; stage 2: convs frozen, fc layers from stage 1, fresh outputs."""
-        from frcnn.roi_data.roidb import (add_bbox_regression_stats, filter_roidb,
-                                          get_training_roidb, merge_proposals)
-
-        out = self.path(f"stage{stage}_fast_rcnn_final.pth")
-        if self.done(out):
-            return out
-        print(f"\n===== Stage {stage} Fast R-CNN =====")
-        cfg = self.stage_cfg(HAS_RPN=False)
-        model = self.build(("head",), cfg, pretrained=stage == 1)
-        if stage == 1:
-            self.load_imagenet(model)
-            frozen = self.frozen_stage1(model)
-        else:
-            fresh = fresh_head_layers(model)
-            n = self.load_parts(model, init_from, ["backbone.", "head."], skip=fresh)
-            print(f"convs and fc layers ({n} tensors) from {init_from}; "
-                  f"{', '.join(p.rstrip('.') for p in fresh)} fresh; convs frozen")
-            frozen = ["backbone"]
-        with open(proposals_path, "rb") as f:
-            boxes = pickle.load(f)
-        roidb = merge_proposals(get_training_roidb(self.imdb, cfg), boxes)
-        roidb = filter_roidb(roidb, cfg)
-        means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
-        model.set_bbox_normalization(means, stds)
-        extra = self.meta()
-        extra.update(bbox_means=means, bbox_stds=stds)
-        return self.train(model, roidb, cfg, 1 if stage == 1 else 3, f"stage{stage}_fast_rcnn",
-                          cfg.TRAIN.IMS_PER_BATCH, True, frozen, extra=extra)
-
-    def assemble(self, frcn1, rpn2, frcn2):
-        """Convs of Fast R-CNN 1 (= those of stage 2, frozen) + RPN 2 + head of Fast R-CNN 2."""
-        import torch
-
+    def assemble(self):
         out = self.path("faster_rcnn_final.pth")
         if self.done(out):
             return out
         model = self.build(("rpn", "head"))
-        self.load_parts(model, frcn1, ["backbone."])
-        self.load_parts(model, rpn2, ["rpn."])
-        self.load_parts(model, frcn2, ["head."])
+        for prefix, stage_name in FINAL_PARTS:
+            self.load_parts(model, self.weights_file(stage_name), [prefix])
         state = {"model": model.state_dict()}
         state.update(self.meta())
         if du.is_main_process():
-            torch.save(state, out + ".tmp")
-            os.replace(out + ".tmp", out)
+            from frcnn.engine.checkpoint import save_atomic
+
+            save_atomic(state, out)
             print(f"final model: {out}")
         du.barrier()
         return out
@@ -240,23 +261,26 @@ class AltOpt:
     def run(self):
         t0 = time.perf_counter()
         times = {}
-
-        def timed(name, fn, *a, **k):
+        for stage in STAGES:
             t = time.perf_counter()
-            r = fn(*a, **k)
-            times[name] = time.perf_counter() - t
-            return r
-
-        rpn1 = timed("stage1_rpn", self.rpn, 1)
-        props1 = timed("stage1_proposals", self.proposals, 1, rpn1)
-        frcn1 = timed("stage1_fast_rcnn", self.fast_rcnn, 1, props1)
-        rpn2 = timed("stage2_rpn", self.rpn, 2, init_from=frcn1)
-        props2 = timed("stage2_proposals", self.proposals, 2, rpn2)
-        frcn2 = timed("stage2_fast_rcnn", self.fast_rcnn, 2, props2, init_from=frcn1)
-        final = self.assemble(frcn1, rpn2, frcn2)
+            self.train_stage(stage)
+            times[stage.name] = time.perf_counter() - t
+            if stage.kind == "rpn":
+                t = time.perf_counter()
+                self.write_proposals(stage)
+                times[stage.name.replace("rpn", "proposals")] = time.perf_counter() - t
+        final = self.assemble()
         print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
               + f"; total {time.perf_counter() - t0:.1f}s")
         return final
+
+
+def save_pickle_atomic(obj, path):
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(obj, f, pickle.HIGHEST_PROTOCOL)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
 
 
 def rpn_generate_cfg(cfg):
@@ -279,12 +303,7 @@ def fresh_head_layers(model):
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    if args.workers is not None:
-        cfg.TRAIN.NUM_WORKERS = args.workers
-    if args.num_threads:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
+    apply_runtime_args(args, cfg)
     du.setup_for_tool(cfg)  # torchrun: join the process group, cfg.DEVICE = this rank's device
     final = AltOpt(args, cfg).run()
     print(f"FINAL_MODEL {final}")

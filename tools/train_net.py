@@ -13,7 +13,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg, threads_note
+from _init_paths import add_common_args, amp_dtype, apply_runtime_args, setup_cfg, threads_note
 
 
 def parse_args(argv=None):
@@ -22,59 +22,65 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=None, help="ImageNet-pretrained weights (.pth / .caffemodel)")
     p.add_argument("--imdb", default="voc_2007_trainval")
     p.add_argument("--iters", type=int, default=None, help="default END2END.MAX_ITERS")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--workers", type=int, default=None)
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--num-threads", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="mAP on --eval-imdb every N iterations (0: never)")
+    p.add_argument("--eval-imdb", default=None, help="held-out image set for --eval-every")
     p.add_argument("--final-file", default=None, help="write the final model's path into this file")
-    add_common_args(p)
+    add_common_args(p, training=True)
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    import torch
-
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
-    from frcnn.fast_rcnn.train import train_model
+    from frcnn.engine.checkpoint import roidb_signature
+    from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
     from frcnn.models import build_model
+    from frcnn.roi_data.loader import loader_factory
     from frcnn.roi_data.roidb import add_bbox_regression_stats, filter_roidb, get_training_roidb
     from frcnn.utils import distributed as du
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
-    if args.workers is not None:
-        cfg.TRAIN.NUM_WORKERS = args.workers
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    apply_runtime_args(args, cfg)
     rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
     if not cfg.TRAIN.HAS_RPN:
-        print("note: TRAIN.HAS_RPN is False; end2end trains the RPN anyway "
-              "(use experiments/cfgs/faster_rcnn_end2end.yml)")
+        raise ValueError("TRAIN.HAS_RPN is False: train_net.py trains RPN and Fast R-CNN "
+                         "jointly; use experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
+    seed = cfg.RNG_SEED
+    seed_all(seed)  # before anything random: synthetic data, model initialisation
     net = args.net.upper()
     imdb = get_imdb(args.imdb, cfg)
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
     roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
-    model = build_model(net, imdb.num_classes, cfg, parts=("rpn", "head"))
+    ims = cfg.TRAIN.IMS_PER_BATCH  # one number for the loader and proposal_target
+    seed_all(seed)
+    model = build_model(net, imdb.num_classes, cfg, parts=("rpn", "head"), ims_per_batch=ims)
     if args.weights:
         from frcnn.models.weights import load_pretrained
 
         load_pretrained(model, args.weights)
-    means, stds = add_bbox_regression_stats(roidb, imdb.num_classes, cfg)
-    model.set_bbox_normalization(means, stds)
+    extra = {"net": net, "classes": list(imdb.classes), "imdb": imdb.name}
+    if cfg.TRAIN.BBOX_REG:
+        means, stds = add_bbox_regression_stats(roidb, imdb.num_classes, cfg)
+        model.set_bbox_normalization(means, stds)
     frozen = ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
+    if not cfg.TRAIN.BBOX_REG:
+        frozen.append("head.bbox_pred")
     if rank == 0:
         print(f"end2end {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
-              f"device {device}, {threads_note()}")
-    iters = args.iters or cfg.END2END.MAX_ITERS
-    final = train_model(model, roidb, cfg, out, iters, cfg.END2END.STEPSIZE,
-                        cfg.TRAIN.IMS_PER_BATCH, False, frozen=frozen,
-                        resume=not args.no_resume, device=device,
-                        prefix=f"{net.lower()}_faster_rcnn_end2end",
-                        iter_size=cfg.END2END.ITER_SIZE, seed=args.seed,
-                        amp=args.amp or None, num_workers=args.workers,
-                        extra={"net": net, "classes": list(imdb.classes), "imdb": imdb.name})
+              f"device {device}, seed {seed}, {threads_note()}")
+    solver = SolverParams.from_cfg(cfg, args.iters or cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE)
+    hooks = []
+    if args.eval_every > 0:
+        hooks.append(eval_hook(args, cfg, net, device))
+    final = train_model(model, loader_factory(roidb, cfg, ims, seed), solver, out,
+                        f"{net.lower()}_faster_rcnn_end2end", ims_per_batch=ims, seed=seed,
+                        data_signature=roidb_signature(roidb), iter_size=cfg.END2END.ITER_SIZE,
+                        frozen=frozen, resume=not args.no_resume, device=device,
+                        amp=amp_dtype(args, device), extra=extra, hooks=hooks,
+                        find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
@@ -82,6 +88,30 @@ def main(argv=None):
                 f.write(final)
     du.cleanup()
     return final
+
+
+def eval_hook(args, cfg, net, device):
+    """PeriodicEval: mAP of the model being trained on --eval-imdb (bbox_pred un-normalised
+    the way the final file will be)."""
+    import copy
+    import tempfile
+
+    from frcnn.datasets.factory import get_imdb
+    from frcnn.engine import PeriodicEval
+    from frcnn.fast_rcnn.test import test_net
+    from frcnn.models import build_model
+
+    if not args.eval_imdb:
+        raise ValueError("--eval-every needs --eval-imdb (a held-out image set)")
+    imdb = get_imdb(args.eval_imdb, cfg)
+
+    def evaluate(model):
+        m = build_model(net, imdb.num_classes, cfg, pretrained=False)
+        m.load_state_dict(model.unnormalized_state_dict())
+        m.to(device).eval()
+        with tempfile.TemporaryDirectory() as d:
+            return {"mAP": test_net(m, imdb, copy.deepcopy(cfg), d)}
+    return PeriodicEval(args.eval_every, evaluate, f"{net.lower()}_eval")
 
 
 if __name__ == "__main__":

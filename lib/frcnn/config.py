@@ -4,7 +4,6 @@ A cfg is an EasyDict built by `get_default_cfg()` and passed explicitly; yml fil
 `--set KEY VALUE` lists are merged into it. Nothing here mutates shared state at import.
 """
 import ast
-import copy
 import os
 
 import numpy as np
@@ -126,6 +125,31 @@ def _defaults():
     return C
 
 
+# Reference keys kept so py-faster-rcnn's yml files load, whose value this port never reads:
+# setting one to anything but its default is an error that says where the value comes from.
+NOT_USED = {
+    "TRAIN.PROPOSAL_METHOD": "training proposals are the ground truth in RPN training and come "
+                             "from the alt-opt RPN stages (or tools/train_net.py --proposals) for "
+                             "Fast R-CNN; remove the key",
+    "TEST.PROPOSAL_METHOD": "test proposals come from the model's RPN, or from "
+                            "tools/test_net.py --proposals; remove the key",
+    "ROOT_DIR": "the repository root is found from the code's location; set DATA_DIR and "
+                "OUTPUT_DIR instead",
+}
+
+
+def _check_used(key, value, default):
+    if key in NOT_USED and not _same(value, default):
+        raise ValueError(f"config key {key} is not used by this port ({NOT_USED[key]})")
+
+
+def _same(a, b):
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b)))
+    except Exception:  # noqa: BLE001 - incomparable values differ
+        return False
+
+
 def get_default_cfg():
     """A fresh cfg holding the reference defaults."""
     return _defaults()
@@ -165,7 +189,9 @@ def merge_into(src, dst, prefix=""):
                 raise ValueError(f"config key {key} is not a section")
             merge_into(v, dst[k], key + ".")
         else:
-            dst[k] = _coerce(v, dst[k], key)
+            value = _coerce(v, dst[k], key)
+            _check_used(key, value, dst[k])
+            dst[k] = value
     return dst
 
 
@@ -205,9 +231,8 @@ def cfg_from_list(pairs, cfg=None):
             node = node[p]
         if parts[-1] not in node:
             raise KeyError(f"unknown config key: {key}")
-        node[parts[-1]] = _coerce(_parse_value(text), node[parts[-1]], key)
+        value = _coerce(_parse_value(text), node[parts[-1]], key)
+        _check_used(key, value, node[parts[-1]])
+        node[parts[-1]] = value
     return cfg
 
-
-def cfg_copy(cfg):
-    return copy.deepcopy(cfg)

@@ -26,10 +26,12 @@ def build_backbone(net, cfg=None, pretrained=True):
     raise ValueError(f"unknown net {net!r}: choose one of {', '.join(NETS)}")
 
 
-def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True):
+def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, ims_per_batch=None):
     """FasterRCNN for `net` with the parts named in `parts` ("rpn", "head").
 
     num_classes: K+1 including background. RPN and predictors get the reference init.
+    ims_per_batch: images per forward in training (default TRAIN.IMS_PER_BATCH); the caller
+    gives the data loader the same number.
     With TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED (end2end) the bbox normalisation buffers are
     set to the cfg BBOX_NORMALIZE_MEANS/STDS; otherwise they start as identity (alt-opt sets the
     empirical stats with model.set_bbox_normalization).
@@ -38,9 +40,13 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True):
     if unknown:
         raise ValueError(f"unknown model parts {sorted(unknown)}: use 'rpn' and/or 'head'")
     backbone = build_backbone(net, cfg, pretrained)
-    rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, make_anchors(cfg)) if "rpn" in parts else None
+    if int(cfg.FEAT_STRIDE) != backbone.feat_stride:
+        raise ValueError(f"FEAT_STRIDE {cfg.FEAT_STRIDE} does not match {net}'s conv stride "
+                         f"{backbone.feat_stride}: remove FEAT_STRIDE from the cfg (the net sets it)")
+    anchors = make_anchors(cfg.ANCHOR_RATIOS, cfg.ANCHOR_SCALES, backbone.feat_stride)
+    rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, anchors) if "rpn" in parts else None
     head = backbone.make_head(num_classes) if "head" in parts else None
-    model = FasterRCNN(backbone, rpn, head, cfg)
+    model = FasterRCNN.from_cfg(backbone, rpn, head, cfg, ims_per_batch)
     if head is not None and cfg.TRAIN.BBOX_NORMALIZE_TARGETS and cfg.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
         model.set_bbox_normalization(np.asarray(cfg.TRAIN.BBOX_NORMALIZE_MEANS, dtype=np.float32),
                                      np.asarray(cfg.TRAIN.BBOX_NORMALIZE_STDS, dtype=np.float32))

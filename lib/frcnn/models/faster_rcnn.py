@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frcnn.fast_rcnn.losses import fast_rcnn_losses, rpn_losses
-from frcnn.rpn.anchor_target import anchor_target
+from frcnn.rpn.anchor_target import AnchorTargetParams, anchor_target
 from frcnn.rpn.generate_anchors import generate_anchors, shifted_anchors
-from frcnn.rpn.proposal_layer import proposal_layer
-from frcnn.rpn.proposal_target import proposal_target
+from frcnn.rpn.proposal_layer import ProposalParams, proposal_layer
+from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
 
 
 def normal_init(module, std):
@@ -90,31 +90,54 @@ class FastRCNNHead(nn.Module):
 class FasterRCNN(nn.Module):
     """backbone (shared convs) + optional rpn (RPNHead) + optional head (FastRCNNHead).
 
-    train: forward(images [B,3,H,W], im_info [B,3], gt_boxes list of [G,5], proposals=None) ->
-      {'rpn_cls_loss', 'rpn_bbox_loss'} (if rpn) and {'cls_loss', 'bbox_loss'} (if head); the
-      head trains on `proposals` (list of [P,4] scaled) when given, else on detached RPN
-      proposals (TRAIN.RPN_* keys).
+    train: forward(images [B,3,H,W], im_info [B,3], gt_boxes list of [G,5], proposals=None,
+      generators=None) -> {'rpn_cls_loss', 'rpn_bbox_loss'} (if rpn) and {'cls_loss',
+      'bbox_loss'} (if head; no 'bbox_loss' when bbox_reg is False); the head trains on
+      `proposals` (list of [P,4] scaled) when given, else on detached RPN proposals.
     eval: forward(images, im_info, proposals=None) -> {'rois' [R,5], 'rpn_scores' [R] (RPN
       proposals only), 'cls_prob' [R,K+1], 'bbox_pred' [R,4(K+1)] un-normalised} (head outputs
-      only with a head). TEST.RPN_* keys.
-    Sampling uses `self.generator`: None (the global RNG), a torch.Generator, or a list of B
-    generators, one per image (the solver seeds each from its place in the global batch, so
-    the samples do not depend on how images are spread over processes).
+      only with a head).
+    generators: None (the global RNG) or a list of B torch.Generators, one per image, that draw
+      the anchor and RoI samples (the Trainer seeds each from the image's place in the global
+      batch, so samples do not depend on how images are spread over processes).
+    The layers' numbers come in as parameter records (see `from_cfg`), never from a cfg.
     """
 
-    def __init__(self, backbone, rpn=None, head=None, cfg=None):
+    def __init__(self, backbone, rpn=None, head=None, *,
+                 anchor_target_params=AnchorTargetParams(),
+                 train_proposal_params=ProposalParams(12000, 2000, 0.7, 16),
+                 test_proposal_params=ProposalParams(6000, 300, 0.7, 16),
+                 proposal_target_params=ProposalTargetParams(),
+                 rpn_sigma=3.0, fast_rcnn_sigma=1.0, bbox_reg=True):
         super().__init__()
-        if cfg is None:
-            from frcnn.config import get_default_cfg
-            cfg = get_default_cfg()
-        self.cfg = cfg
         self.backbone = backbone
         self.rpn = rpn
         self.head = head
-        self.generator = None
+        self.anchor_target_params = anchor_target_params
+        self.train_proposal_params = train_proposal_params
+        self.test_proposal_params = test_proposal_params
+        self.proposal_target_params = proposal_target_params
+        self.rpn_sigma = float(rpn_sigma)
+        self.fast_rcnn_sigma = float(fast_rcnn_sigma)
+        self.bbox_reg = bool(bbox_reg)
         k = head.num_classes if head is not None else 1
         self.register_buffer("bbox_means", torch.zeros(k, 4))
         self.register_buffer("bbox_stds", torch.ones(k, 4))
+
+    @classmethod
+    def from_cfg(cls, backbone, rpn, head, cfg, ims_per_batch=None):
+        """The cfg read once: TRAIN.RPN_* / TEST.RPN_* / TRAIN fg-bg keys, TRAIN.BBOX_REG.
+
+        ims_per_batch: images per forward of the data loader (default TRAIN.IMS_PER_BATCH);
+        it sets RoIs per image = TRAIN.BATCH_SIZE / ims_per_batch.
+        """
+        ims = cfg.TRAIN.IMS_PER_BATCH if ims_per_batch is None else ims_per_batch
+        return cls(backbone, rpn, head,
+                   anchor_target_params=AnchorTargetParams.from_cfg(cfg),
+                   train_proposal_params=ProposalParams.from_cfg(cfg, train=True),
+                   test_proposal_params=ProposalParams.from_cfg(cfg, train=False),
+                   proposal_target_params=ProposalTargetParams.from_cfg(cfg, ims),
+                   bbox_reg=cfg.TRAIN.BBOX_REG)
 
     # --- bbox target normalisation -------------------------------------------------------
     def set_bbox_normalization(self, means, stds):
@@ -147,21 +170,15 @@ class FasterRCNN(nn.Module):
                 out.append("backbone." + n)
         return out
 
-    def _gen(self, i, batch_size):
-        """The sampling generator of image i of the batch."""
-        g = self.generator
-        if isinstance(g, (list, tuple)):
-            if len(g) != batch_size:
-                raise ValueError(f"model.generator holds {len(g)} generators for {batch_size} images")
-            return g[i]
-        return g
-
     # --- forward -------------------------------------------------------------------------
-    def forward(self, images, im_info, gt_boxes=None, proposals=None):
-        cfg = self.cfg
+    def forward(self, images, im_info, gt_boxes=None, proposals=None, generators=None):
         im_info = im_info.to(images.device).float()
         feats = self.backbone(images)
         B, _, H, W = feats.shape
+        if generators is None:
+            generators = [None] * B
+        elif len(generators) != B:
+            raise ValueError(f"{len(generators)} sampling generators for {B} images")
         out = {}
         boxes = scores = None
         if self.rpn is not None:
@@ -171,15 +188,17 @@ class FasterRCNN(nn.Module):
             if self.training:
                 if gt_boxes is None:
                     raise ValueError("training forward needs gt_boxes (list of [G, 5] tensors)")
-                tg = [anchor_target(anchors, gt_boxes[i].to(feats.device), im_info[i], cfg, self._gen(i, B))
-                      for i in range(B)]
+                tg = [anchor_target(anchors, gt_boxes[i].to(feats.device), im_info[i],
+                                    self.anchor_target_params, generators[i]) for i in range(B)]
                 labels, targets, in_w, out_w = (torch.stack(t) for t in zip(*tg))
                 out["rpn_cls_loss"], out["rpn_bbox_loss"] = rpn_losses(
-                    cls, deltas, labels, targets, in_w, out_w, sigma=3.0)
+                    cls, deltas, labels, targets, in_w, out_w, sigma=self.rpn_sigma)
             if proposals is None and (self.head is not None or not self.training):
                 with torch.no_grad():
                     fg = torch.softmax(cls.detach(), dim=2)[..., 1]
-                    props = [proposal_layer(fg[i], deltas[i].detach(), anchors, im_info[i], cfg, self.training)
+                    params = self.train_proposal_params if self.training \
+                        else self.test_proposal_params
+                    props = [proposal_layer(fg[i], deltas[i].detach(), anchors, im_info[i], params)
                              for i in range(B)]
                 boxes = [p[0] for p in props]
                 scores = [p[1] for p in props]
@@ -198,14 +217,18 @@ class FasterRCNN(nn.Module):
 
         if self.training:
             k = self.head.num_classes
-            pts = [proposal_target(boxes[i], gt_boxes[i].to(feats.device).float(), k, cfg,
-                                   self.bbox_means, self.bbox_stds, self._gen(i, B)) for i in range(B)]
+            pts = [proposal_target(boxes[i], gt_boxes[i].to(feats.device).float(), k,
+                                   self.proposal_target_params, self.bbox_means, self.bbox_stds,
+                                   generators[i]) for i in range(B)]
             rois = _with_batch_index([p["rois"] for p in pts])
             cls_logits, bbox_pred = self.head(feats, rois)
             cat = lambda key: torch.cat([p[key] for p in pts])  # noqa: E731
-            out["cls_loss"], out["bbox_loss"] = fast_rcnn_losses(
+            cls_loss, bbox_loss = fast_rcnn_losses(
                 cls_logits.float(), bbox_pred.float(), cat("labels"), cat("bbox_targets"),
-                cat("bbox_inside_weights"), cat("bbox_outside_weights"), sigma=1.0)
+                cat("bbox_inside_weights"), cat("bbox_outside_weights"), sigma=self.fast_rcnn_sigma)
+            out["cls_loss"] = cls_loss
+            if self.bbox_reg:  # TRAIN.BBOX_REG False: the head learns no box regression
+                out["bbox_loss"] = bbox_loss
             return out
 
         rois = _with_batch_index(boxes)
@@ -224,5 +247,6 @@ def _with_batch_index(boxes):
                       for i, b in enumerate(boxes)])
 
 
-def make_anchors(cfg):
-    return generate_anchors(16, cfg.ANCHOR_RATIOS, cfg.ANCHOR_SCALES)
+def make_anchors(ratios, scales, base_size=16):
+    """Reference anchors [A, 4] (ANCHOR_RATIOS, ANCHOR_SCALES of the cfg)."""
+    return generate_anchors(base_size, ratios, scales)

@@ -165,3 +165,15 @@ def make_data_loader(roidb, cfg, ims_per_batch, seed, start_iter=0, num_workers=
     plan = BatchPlan(roidb, ims_per_batch, seed, rank, world_size, cfg.TRAIN.ASPECT_GROUPING,
                      len(cfg.TRAIN.SCALES))
     return InfiniteLoader(roidb, plan, cfg, start_iter, nw, with_proposals)
+
+
+def loader_factory(roidb, cfg, ims_per_batch, seed, with_proposals=False, num_workers=None):
+    """(start_batch) -> make_data_loader(...) for this process's rank: what train_model needs
+    to (re)start the data stream at any batch."""
+    from frcnn.utils import distributed as du
+
+    def make(start_batch):
+        return make_data_loader(roidb, cfg, ims_per_batch, seed, start_iter=start_batch,
+                                num_workers=num_workers, rank=du.get_rank(),
+                                world_size=du.get_world_size(), with_proposals=with_proposals)
+    return make

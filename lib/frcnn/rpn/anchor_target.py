@@ -4,9 +4,40 @@ Sampling picks a uniformly random subset through random keys and a sort, so noth
 the device (no .item()/nonzero sync): the same distribution as the reference's
 npr.choice(..., replace=False).
 """
+from dataclasses import dataclass
+
 import torch
 
 from frcnn.fast_rcnn.bbox_transform import bbox_transform
+
+
+@dataclass(frozen=True)
+class AnchorTargetParams:
+    """The numbers of anchor_target (TRAIN.RPN_* in the cfg; `from_cfg` reads them once)."""
+
+    positive_overlap: float = 0.7
+    negative_overlap: float = 0.3
+    clobber_positives: bool = False
+    fg_fraction: float = 0.5
+    batch_size: int = 256                 # sampled anchors per image
+    bbox_inside_weights: tuple = (1.0, 1.0, 1.0, 1.0)
+    positive_weight: float = -1.0         # <0: every sampled anchor weighs 1/#sampled
+    allowed_border: int = 0
+
+    def __post_init__(self):
+        if self.positive_weight >= 0 and not 0 < self.positive_weight < 1:
+            raise ValueError("TRAIN.RPN_POSITIVE_WEIGHT must be in (0, 1) or negative, got "
+                             f"{self.positive_weight}")
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        T = cfg.TRAIN
+        return cls(positive_overlap=float(T.RPN_POSITIVE_OVERLAP),
+                   negative_overlap=float(T.RPN_NEGATIVE_OVERLAP),
+                   clobber_positives=bool(T.RPN_CLOBBER_POSITIVES),
+                   fg_fraction=float(T.RPN_FG_FRACTION), batch_size=int(T.RPN_BATCHSIZE),
+                   bbox_inside_weights=tuple(float(v) for v in T.RPN_BBOX_INSIDE_WEIGHTS),
+                   positive_weight=float(T.RPN_POSITIVE_WEIGHT))
 
 
 def box_iou(a, b):
@@ -42,7 +73,7 @@ def _weights(w, like):
     return w[0] if len(set(w)) == 1 else like.new_tensor(w)
 
 
-def anchor_target(anchors, gt_boxes, im_info, cfg, generator=None, allowed_border=0):
+def anchor_target(anchors, gt_boxes, im_info, params=AnchorTargetParams(), generator=None):
     """Labels and regression targets of every anchor of one image.
 
     anchors: [N, 4] all shifted anchors, order (h, w, a); gt_boxes: [G, 5] (x1, y1, x2, y2, cls)
@@ -50,13 +81,16 @@ def anchor_target(anchors, gt_boxes, im_info, cfg, generator=None, allowed_borde
     Returns labels [N] int64 (1 fg, 0 bg, -1 ignore), bbox_targets [N, 4] (not normalised),
     bbox_inside_weights [N, 4], bbox_outside_weights [N, 4] (1/#sampled on sampled anchors).
 
+    params: AnchorTargetParams; generator: torch.Generator of the sampling (None: global RNG).
+
     Only anchors fully inside the image (with `allowed_border`) get a label. Labels: max IoU <
-    RPN_NEGATIVE_OVERLAP -> 0, every anchor tying a gt's best IoU -> 1, IoU >= RPN_POSITIVE_OVERLAP
-    -> 1 (bg first unless RPN_CLOBBER_POSITIVES). Then at most RPN_FG_FRACTION * RPN_BATCHSIZE fg
-    and RPN_BATCHSIZE - #fg bg survive. A gt whose best IoU is 0 marks no anchor (the reference
+    negative_overlap -> 0, every anchor tying a gt's best IoU -> 1, IoU >= positive_overlap
+    -> 1 (bg first unless clobber_positives). Then at most fg_fraction * batch_size fg
+    and batch_size - #fg bg survive. A gt whose best IoU is 0 marks no anchor (the reference
     would mark every zero-IoU anchor fg); with no gt all inside anchors are bg candidates.
     """
-    T = cfg.TRAIN
+    P = params
+    allowed_border = P.allowed_border
     device = anchors.device
     n = anchors.shape[0]
     im_info = im_info.to(device=device, dtype=anchors.dtype)
@@ -74,32 +108,30 @@ def anchor_target(anchors, gt_boxes, im_info, cfg, generator=None, allowed_borde
         max_ov = torch.zeros(n, dtype=anchors.dtype, device=device)
         best = torch.zeros(n, dtype=torch.bool, device=device)
         targets = anchors.new_zeros((n, 4))
-    neg = inside & (max_ov < T.RPN_NEGATIVE_OVERLAP)
-    pos = inside & (max_ov >= T.RPN_POSITIVE_OVERLAP)
+    neg = inside & (max_ov < P.negative_overlap)
+    pos = inside & (max_ov >= P.positive_overlap)
     # torch.where, not masked assignment: no nonzero() sync on CUDA
-    if T.RPN_CLOBBER_POSITIVES:
+    if P.clobber_positives:
         fg_cand, bg_cand = (best | pos) & ~neg, neg
     else:
         fg_cand = best | pos
         bg_cand = neg & ~fg_cand
 
-    num_fg = int(T.RPN_FG_FRACTION * T.RPN_BATCHSIZE)
+    num_fg = int(P.fg_fraction * P.batch_size)
     fg = subsample(fg_cand, num_fg, generator)
-    num_bg = T.RPN_BATCHSIZE - fg.sum()
+    num_bg = P.batch_size - fg.sum()
     bg = subsample(bg_cand, num_bg, generator)
     labels = torch.where(fg, 1, torch.where(bg, 0, -1))
 
     fgf = fg.to(anchors.dtype)[:, None]
-    inside_w = fgf.expand(n, 4) * _weights(T.RPN_BBOX_INSIDE_WEIGHTS, anchors)
+    inside_w = fgf.expand(n, 4) * _weights(P.bbox_inside_weights, anchors)
     sampled = (fg | bg).to(anchors.dtype)
-    if T.RPN_POSITIVE_WEIGHT < 0:
+    if P.positive_weight < 0:
         w = 1.0 / sampled.sum().clamp(min=1.0)
         pos_w, neg_w = w, w
     else:
-        if not 0 < T.RPN_POSITIVE_WEIGHT < 1:
-            raise ValueError(f"TRAIN.RPN_POSITIVE_WEIGHT must be in (0, 1) or negative, got {T.RPN_POSITIVE_WEIGHT}")
-        pos_w = T.RPN_POSITIVE_WEIGHT / fg.sum().clamp(min=1)
-        neg_w = (1.0 - T.RPN_POSITIVE_WEIGHT) / bg.sum().clamp(min=1)
+        pos_w = P.positive_weight / fg.sum().clamp(min=1)
+        neg_w = (1.0 - P.positive_weight) / bg.sum().clamp(min=1)
     outside_w = (fgf * pos_w + bg.to(anchors.dtype)[:, None] * neg_w).expand(n, 4).contiguous()
     targets = targets * inside[:, None].to(anchors.dtype)   # zero outside, as the reference's unmap
     return labels, targets, inside_w, outside_w

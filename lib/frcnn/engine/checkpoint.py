@@ -1,0 +1,170 @@
+"""Snapshots that resume exactly: model, optimizer, iteration, every rank's RNG states and the
+data position, written atomically (a kill -9 at any moment leaves the previous snapshot intact).
+A snapshot also records the run's signature (seed, batch, schedule, data); resuming with another
+signature is an error that names the difference."""
+import glob
+import hashlib
+import os
+import random
+import re
+import time
+
+import numpy as np
+import torch
+
+from frcnn.utils import distributed as du
+
+
+class ConfigMismatch(ValueError):
+    """Resuming a snapshot made with other settings."""
+
+
+def get_rng_states():
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+              "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def snapshot_path(output_dir, prefix, iteration):
+    return os.path.join(output_dir, f"{prefix}_iter_{iteration}.pth")
+
+
+def final_path(output_dir, prefix):
+    return os.path.join(output_dir, f"{prefix}_final.pth")
+
+
+def find_snapshot(output_dir, prefix):
+    """Newest `<prefix>_iter_<N>.pth` in output_dir, or None."""
+    pat = re.compile(re.escape(prefix) + r"_iter_(\d+)\.pth$")
+    best = None
+    for p in glob.glob(os.path.join(glob.escape(output_dir), f"{glob.escape(prefix)}_iter_*.pth")):
+        m = pat.search(os.path.basename(p))
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return None if best is None else best[1]
+
+
+def save_atomic(obj, path):
+    """torch.save to path.tmp, fsync, then rename: a killed run never leaves half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+        # test hook: widen the window between writing and renaming (kill -9 tests)
+        pause = float(os.environ.get("FRCNN_SNAPSHOT_PAUSE_S", "0") or 0)
+        if pause > 0:
+            time.sleep(pause)
+    os.replace(tmp, path)
+
+
+def roidb_signature(roidb):
+    """A short hash of what the data loader reads: images, flips, boxes, proposals count."""
+    h = hashlib.sha1()
+    for e in roidb:
+        if isinstance(e, dict):
+            boxes = e.get("boxes")
+            h.update(repr((e.get("image"), bool(e.get("flipped")),
+                           None if boxes is None else np.asarray(boxes).tobytes(),
+                           len(e.get("proposals", ()) if e.get("proposals") is not None else ())))
+                     .encode())
+        else:
+            h.update(repr(e).encode())
+    return f"{len(roidb)} entries, sha1 {h.hexdigest()[:12]}"
+
+
+def run_signature(*, seed, ims_per_batch, iter_size, world_size, max_iters, stepsize, base_lr,
+                  data):
+    """What must not change between a snapshot and the run that resumes it."""
+    return {"seed": int(seed), "ims_per_batch": int(ims_per_batch), "iter_size": int(iter_size),
+            "world_size": int(world_size), "max_iters": int(max_iters),
+            "stepsize": int(stepsize or 0), "base_lr": float(base_lr), "data": str(data)}
+
+
+def export_state_dict(model):
+    """Weights for inference/next stages: bbox_pred un-normalised when the model has a head."""
+    model = du.unwrap_model(model)
+    if hasattr(model, "unnormalized_state_dict"):
+        return model.unnormalized_state_dict()
+    return model.state_dict()
+
+
+class Checkpointer:
+    """Writes `<prefix>_iter_<N>.pth` snapshots and `<final_prefix>_final.pth` (rank 0) and
+    resumes the newest snapshot exactly.
+
+    signature: run_signature(...) of this run; resume() refuses a snapshot with another one.
+    """
+
+    def __init__(self, output_dir, prefix, model, optimizer, signature, grad_scaler=None,
+                 final_prefix=None):
+        self.output_dir, self.prefix = output_dir, prefix
+        self.final_prefix = final_prefix or prefix
+        self.model, self.optimizer, self.grad_scaler = model, optimizer, grad_scaler
+        self.signature = signature
+        os.makedirs(output_dir, exist_ok=True)
+
+    @property
+    def final_file(self):
+        return final_path(self.output_dir, self.final_prefix)
+
+    def resume(self):
+        """Load the newest snapshot; -> its iteration (0 when there is none)."""
+        snap = find_snapshot(self.output_dir, self.prefix)
+        if snap is None:
+            return 0
+        state = torch.load(snap, map_location="cpu", weights_only=False)
+        self.check_signature(state.get("signature"), snap)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.grad_scaler is not None and state.get("scaler"):
+            self.grad_scaler.load_state_dict(state["scaler"])
+        rngs = state["rng_per_rank"]
+        set_rng_states(rngs[du.get_rank()])
+        if du.get_rank() == 0:
+            print(f"[{self.prefix}] resumed from {snap} at iteration {state['iteration']}")
+        return int(state["iteration"])
+
+    def check_signature(self, old, path):
+        if old is None:
+            raise ConfigMismatch(
+                f"{path}: snapshot without a run signature (written by an older version); "
+                "delete it or pass --no-resume to start this stage over")
+        diff = [f"{k}: snapshot {old.get(k)!r}, now {v!r}" for k, v in self.signature.items()
+                if old.get(k) != v]
+        if diff:
+            raise ConfigMismatch(
+                f"{path} was written by a run with other settings ({'; '.join(diff)}). "
+                "Resuming would not reproduce either run: restore the settings, or start over "
+                "with --no-resume (or another EXP_DIR, or delete the snapshots "
+                f"{os.path.join(self.output_dir, self.prefix)}_iter_*.pth)")
+
+    def save(self, trainer):
+        """Snapshot at trainer.iter (every rank takes part: RNG states are gathered)."""
+        it = trainer.iter
+        rngs = du.all_gather_object(get_rng_states())
+        if du.get_rank() == 0:
+            save_atomic({"iteration": it, "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(),
+                         "scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
+                         "rng_per_rank": rngs, "signature": self.signature,
+                         "data": {"next_batch": it * trainer.iter_size}},
+                        snapshot_path(self.output_dir, self.prefix, it))
+        du.barrier()
+
+    def save_final(self, trainer, extra=None):
+        if du.get_rank() == 0:
+            final = {"model": export_state_dict(self.model), "iteration": trainer.iter}
+            final.update(extra or {})
+            save_atomic(final, self.final_file)
+        du.barrier()
