@@ -1,6 +1,6 @@
 """Slow, obviously-right versions of the ops: test oracles only, never fallbacks.
 
-They follow py-faster-rcnn's definitions (see DESIGN.md "Reference facts") literally, one box or
+They follow py-faster-rcnn's definitions (see ../shared/DESIGN.md "Reference facts", summarised in docs/DESIGN.md) literally, one box or
 one bin at a time, in the dtype of the input.
 """
 import numpy as np

@@ -22,7 +22,7 @@ def generate_anchors(base_size=16, ratios=(0.5, 1, 2), scales=(8, 16, 32)):
     """The reference anchors: [len(ratios) * len(scales), 4] float64, ratio-major.
 
     Each ratio keeps the base area (np.round, half to even, as the reference), then each
-    scale multiplies width and height. Default: the 9 rows listed in DESIGN.md.
+    scale multiplies width and height. Default: the 9 rows listed in docs/DESIGN.md (reference facts).
     """
     ratios = np.asarray(ratios, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
