@@ -151,3 +151,11 @@ def test_alt_opt_same_seed_and_kill9_between_stages(tmp_path):
     for stage in ("stage1_rpn", "stage1_fast_rcnn", "stage2_rpn", "stage2_fast_rcnn"):
         _assert_same(a / f"alt/shapes_train/tiny_{stage}_final.pth",
                      b / f"alt/shapes_train/tiny_{stage}_final.pth")
+    maps = []
+    for d in (a, b):  # test_net: the same mAP to the last digit
+        _run(["tools/test_net.py", "--net", "TINY", "--model", str(d / ALT_FINAL), "--imdb",
+              "shapes_test", "--cfg", "experiments/cfgs/shapes_alt_opt.yml", "--num-threads", "1",
+              "--map-file", str(d / "map.txt"), "--set", "OUTPUT_DIR", str(d),
+              "DATA_DIR", str(d / "data"), "EXP_DIR", "alt"] + SMALL)
+        maps.append((d / "map.txt").read_text())
+    assert maps[0] == maps[1]

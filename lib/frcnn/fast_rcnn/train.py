@@ -86,14 +86,19 @@ class SolverParams:
     display: int = 20
     snapshot_iters: int = 10000
     snapshot_infix: str = ""
+    lr_scaling: str = ""        # how base_lr was scaled for N processes (for the log)
 
     @classmethod
     def from_cfg(cls, cfg, max_iters, stepsize, base_lr=None, world_size=None):
         """base_lr (default SOLVER.BASE_LR) x the DIST.LR_SCALING factor for world_size
         processes (N processes = N x the batch; du.lr_scale)."""
         S = cfg.SOLVER
-        lr = float(S.BASE_LR if base_lr is None else base_lr) * du.lr_scale(cfg, world_size)
+        factor = du.lr_scale(cfg, world_size)
+        lr = float(S.BASE_LR if base_lr is None else base_lr) * factor
+        world = du.get_world_size() if world_size is None else int(world_size)
+        note = f"lr x{factor:g}, DIST.LR_SCALING {cfg.DIST.LR_SCALING}" if world > 1 else ""
         return cls(max_iters=int(max_iters), stepsize=int(stepsize or 0), base_lr=lr,
+                   lr_scaling=note,
                    gamma=float(S.GAMMA), momentum=float(S.MOMENTUM),
                    weight_decay=float(S.WEIGHT_DECAY), bias_lr_mult=float(S.BIAS_LR_MULT),
                    bias_decay=bool(S.BIAS_DECAY), display=int(S.DISPLAY),
@@ -196,7 +201,7 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[{prefix}] {solver.max_iters} iters (lr {base_lr:g}, x{solver.gamma:g} every "
               f"{solver.stepsize}), {ims_per_batch} img/batch x {iter_size}"
-              + (f" x {world} processes" if world > 1 else "")
+              + (f" x {world} processes ({solver.lr_scaling})" if world > 1 else "")
               + f", {n_train} trainable params, {len(frozen_names)} frozen tensors, "
               f"device {device}" + (f", amp {str(amp).replace('torch.', '')}" if amp else ""))
     trainer = Trainer(model, optimizer, data, iter_size=iter_size, generators=generators,
