@@ -258,3 +258,45 @@ def test_cuda_matches_cpu(dtype):
         want_g = torch.ops.frcnn.roi_align_backward(g, rois, scale, *size, *x.shape, sr, aligned)
         tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5
         torch.testing.assert_close(got.cpu(), want_g, rtol=tol, atol=tol, msg=str(case))
+
+
+@pytest.mark.parametrize("net", ["TINY", "ZF", "VGG16", "ELITE0"])
+def test_cfg_pooling_mode_reaches_every_head(net):
+    from frcnn.config import get_default_cfg
+    from frcnn.models import build_model
+
+    cfg = get_default_cfg()
+    head = build_model(net, 3, cfg, parts=("head",), pretrained=False).head
+    assert head.pooling_mode == "pool"  # the paper's default
+    cfg.POOLING_MODE, cfg.POOLING_ALIGNED, cfg.POOLING_SAMPLING_RATIO = "align", False, 0
+    head = build_model(net, 3, cfg, parts=("head",), pretrained=False).head
+    assert (head.pooling_mode, head.pooling_aligned, head.sampling_ratio) == ("align", False, 0)
+
+
+def test_head_uses_roi_align_and_mode_is_checked():
+    from frcnn.config import get_default_cfg
+    from frcnn.models import build_model, check_pooling, pooling_meta
+
+    cfg = get_default_cfg()
+    cfg.POOLING_MODE = "align"
+    torch.manual_seed(0)
+    model = build_model("TINY", 3, cfg, parts=("head",), pretrained=False)
+    feats = torch.randn(1, 128, 10, 12)
+    rois = torch.tensor([[0, 10.3, 20.7, 100.2, 90.9], [0, 50, 40, 170, 150.0]])
+    seen = {}
+    model.head.top = lambda pooled: seen.setdefault("p", pooled).flatten(1)[:, :256]
+    model.head(feats, rois)
+    assert torch.equal(seen["p"], roi_align(feats, rois, 7, 1 / 16, 2, True))
+
+    check_pooling({"pooling": pooling_meta(cfg)["pooling"]}, cfg, "m.pth")  # same: fine
+    with pytest.raises(ValueError, match=r"m.pth was trained with POOLING_MODE pool, but the cfg "
+                                         r"has POOLING_MODE align .*--set POOLING_MODE pool"):
+        check_pooling({"net": "TINY"}, cfg, "m.pth")  # old files: RoI pooling
+    cfg2 = get_default_cfg()
+    with pytest.raises(ValueError, match="trained with POOLING_MODE align POOLING_ALIGNED True "
+                                         "POOLING_SAMPLING_RATIO 2, but the cfg has "
+                                         "POOLING_MODE pool"):
+        check_pooling(pooling_meta(cfg), cfg2, "m.pth")
+    cfg2.POOLING_MODE = "bogus"
+    with pytest.raises(ValueError, match="pooling_mode 'bogus'"):
+        build_model("TINY", 3, cfg2, parts=("head",), pretrained=False)

@@ -39,7 +39,7 @@ def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu")
     import torch
 
     from frcnn.fast_rcnn.train import load_weights
-    from frcnn.models import build_model
+    from frcnn.models import build_model, check_pooling
 
     if not os.path.exists(path):
         sys.exit(f"model file {path} not found: train first (experiments/alt_opt.sh) or fix --model")
@@ -49,6 +49,10 @@ def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu")
                  f"the test set has {num_classes}")
     if isinstance(raw, dict) and raw.get("net") and raw["net"].upper() != net.upper():
         sys.exit(f"{path} holds a {raw['net']} model, not {net}: fix --net")
+    try:
+        check_pooling(raw, cfg, path)
+    except ValueError as e:
+        sys.exit(str(e))
     model = build_model(net, num_classes, cfg, parts=parts, pretrained=False)
     state = load_weights(path)
     own = model.state_dict()

@@ -141,7 +141,10 @@ class AltOpt:
                            base_lr=self.lrs[idx], extra=extra)
 
     def meta(self):
-        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name}
+        from frcnn.models import pooling_meta
+
+        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name,
+                **pooling_meta(self.cfg)}
 
     # -- stages -------------------------------------------------------------------------------
     def rpn(self, stage, init_from=None):

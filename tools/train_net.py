@@ -38,7 +38,7 @@ def main(argv=None):
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
     from frcnn.fast_rcnn.train import train_model
-    from frcnn.models import build_model
+    from frcnn.models import build_model, pooling_meta
     from frcnn.roi_data.roidb import add_bbox_regression_stats, filter_roidb, get_training_roidb
     from frcnn.utils import distributed as du
 
@@ -74,7 +74,8 @@ def main(argv=None):
                         prefix=f"{net.lower()}_faster_rcnn_end2end",
                         iter_size=cfg.END2END.ITER_SIZE, seed=args.seed,
                         amp=args.amp or None, num_workers=args.workers,
-                        extra={"net": net, "classes": list(imdb.classes), "imdb": imdb.name})
+                        extra={"net": net, "classes": list(imdb.classes), "imdb": imdb.name,
+                               **pooling_meta(cfg)})
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
