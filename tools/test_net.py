@@ -69,6 +69,7 @@ def main(argv=None):
 
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
+    from frcnn.datasets.voc_eval import strict_iou_report
     from frcnn.fast_rcnn.test import test_net
     from frcnn.utils import distributed as du
 
@@ -103,6 +104,10 @@ def main(argv=None):
     if args.map_file and du.is_main_process():
         with open(args.map_file, "w") as f:
             f.write(f"{mAP:.4f}")
+    if du.is_main_process():  # AP@0.75, AP@[.5:.95] per class -> log + <out>/metrics.json
+        strict_iou_report(imdb, out, voc_map=mAP, extra={
+            "model": args.model, "pooling": cfg.POOLING_MODE, "pooling_aligned":
+            cfg.POOLING_ALIGNED, "pooling_sampling_ratio": cfg.POOLING_SAMPLING_RATIO})
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
     du.cleanup()
     return mAP
