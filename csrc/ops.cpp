@@ -14,6 +14,15 @@ TORCH_LIBRARY(frcnn, m) {
       "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, "
       "int pooled_height, int pooled_width, int batch_size, int channels, int height, "
       "int width) -> Tensor");
+  // Mask R-CNN RoIAlign (bilinear samples averaged per bin); aligned shifts by -0.5 pixel,
+  // sampling_ratio <= 0 = ceil(roi_size / pooled) samples per bin and axis.
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
 }
 
 #ifndef FRCNN_WITH_CUDA

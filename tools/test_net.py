@@ -39,7 +39,7 @@ def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu")
     import torch
 
     from frcnn.fast_rcnn.train import load_weights
-    from frcnn.models import build_model
+    from frcnn.models import build_model, check_pooling
 
     if not os.path.exists(path):
         sys.exit(f"model file {path} not found: train first (experiments/alt_opt.sh) or fix --model")
@@ -49,6 +49,10 @@ def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu")
                  f"the test set has {num_classes}")
     if isinstance(raw, dict) and raw.get("net") and raw["net"].upper() != net.upper():
         sys.exit(f"{path} holds a {raw['net']} model, not {net}: fix --net")
+    try:
+        check_pooling(raw, cfg, path)
+    except ValueError as e:
+        sys.exit(str(e))
     model = build_model(net, num_classes, cfg, parts=parts, pretrained=False)
     state = load_weights(path)
     own = model.state_dict()
@@ -65,6 +69,7 @@ def main(argv=None):
 
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
+    from frcnn.datasets.voc_eval import strict_iou_report
     from frcnn.fast_rcnn.test import test_net
     from frcnn.utils import distributed as du
 
@@ -99,6 +104,10 @@ def main(argv=None):
     if args.map_file and du.is_main_process():
         with open(args.map_file, "w") as f:
             f.write(f"{mAP:.4f}")
+    if du.is_main_process():  # AP@0.75, AP@[.5:.95] per class -> log + <out>/metrics.json
+        strict_iou_report(imdb, out, voc_map=mAP, extra={
+            "model": args.model, "pooling": cfg.POOLING_MODE, "pooling_aligned":
+            cfg.POOLING_ALIGNED, "pooling_sampling_ratio": cfg.POOLING_SAMPLING_RATIO})
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
     du.cleanup()
     return mAP

@@ -118,7 +118,10 @@ class AltOpt:
         return False
 
     def meta(self):
-        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name}
+        from frcnn.models import pooling_meta
+
+        return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name,
+                **pooling_meta(self.cfg)}
 
     # -- models -------------------------------------------------------------------------------
     def build(self, parts, cfg=None, pretrained=False, ims_per_batch=None):

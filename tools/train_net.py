@@ -36,7 +36,7 @@ def main(argv=None):
     from frcnn.datasets.factory import get_imdb
     from frcnn.engine.checkpoint import roidb_signature
     from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
-    from frcnn.models import build_model
+    from frcnn.models import build_model, pooling_meta
     from frcnn.roi_data.loader import loader_factory
     from frcnn.roi_data.roidb import add_bbox_regression_stats, filter_roidb, get_training_roidb
     from frcnn.utils import distributed as du
@@ -61,7 +61,7 @@ def main(argv=None):
         from frcnn.models.weights import load_pretrained
 
         load_pretrained(model, args.weights)
-    extra = {"net": net, "classes": list(imdb.classes), "imdb": imdb.name}
+    extra = {"net": net, "classes": list(imdb.classes), "imdb": imdb.name, **pooling_meta(cfg)}
     if cfg.TRAIN.BBOX_REG:
         means, stds = add_bbox_regression_stats(roidb, imdb.num_classes, cfg)
         model.set_bbox_normalization(means, stds)

@@ -121,6 +121,16 @@ def _defaults():
     C.DATA_DIR = os.path.join(ROOT_DIR, "data")
     C.OUTPUT_DIR = os.path.join(ROOT_DIR, "output")
     C.EXP_DIR = "default"
+    # RoI feature extraction of the Fast R-CNN head: "pool" = the paper's Caffe RoI max pooling
+    # (default), "align" = Mask R-CNN's RoIAlign (no rounding to the feature grid). For align:
+    # POOLING_ALIGNED shifts by -0.5 pixel (pixel centres, detectron2's ROIAlignV2), and
+    # POOLING_SAMPLING_RATIO samples per bin and axis (<= 0: adaptive ceil(roi / pooled)). 2 is
+    # torchvision's Faster R-CNN choice: a fixed cost per bin whatever the RoI size (adaptive
+    # costs ~ (roi / 112 px)^2 samples per bin at stride 16, 36 for a 600 px RoI) and, at
+    # stride 16, 2 x 2 samples per bin already cover a 7x7 grid of RoIs up to 224 px densely.
+    C.POOLING_MODE = "pool"
+    C.POOLING_ALIGNED = True
+    C.POOLING_SAMPLING_RATIO = 2
     C.DEVICE = "cpu"
     return C
 

@@ -26,6 +26,42 @@ def build_backbone(net, cfg=None, pretrained=True):
     raise ValueError(f"unknown net {net!r}: choose one of {', '.join(NETS)}")
 
 
+def pooling_kwargs(cfg):
+    """FastRCNNHead's RoI feature arguments from cfg POOLING_MODE / _ALIGNED / _SAMPLING_RATIO."""
+    return {"pooling_mode": str(cfg.POOLING_MODE).lower(),
+            "pooling_aligned": bool(cfg.POOLING_ALIGNED),
+            "sampling_ratio": int(cfg.POOLING_SAMPLING_RATIO)}
+
+
+def pooling_meta(cfg):
+    """What a final model file records about its RoI features (merged into its `extra`)."""
+    kw = pooling_kwargs(cfg)
+    return {"pooling": {"mode": kw["pooling_mode"], "aligned": kw["pooling_aligned"],
+                        "sampling_ratio": kw["sampling_ratio"]}}
+
+
+def check_pooling(saved, cfg, path):
+    """Raises ValueError when the model file's RoI feature mode (`saved`: the file's dict) is not
+    the cfg's. Files without the record predate the option: RoI pooling."""
+    rec = saved.get("pooling") if isinstance(saved, dict) else None
+    rec = rec or {"mode": "pool"}
+    want = pooling_meta(cfg)["pooling"]
+
+    def key(r):  # aligned / sampling_ratio matter for align only
+        return (r["mode"],) if r["mode"] == "pool" else (r["mode"], bool(r["aligned"]),
+                                                          int(r["sampling_ratio"]))
+
+    def text(r):
+        if r["mode"] == "pool":
+            return "POOLING_MODE pool"
+        return (f"POOLING_MODE align POOLING_ALIGNED {r['aligned']} "
+                f"POOLING_SAMPLING_RATIO {r['sampling_ratio']}")
+
+    if key(rec) != key(want):
+        raise ValueError(f"{path} was trained with {text(rec)}, but the cfg has {text(want)}: "
+                         f"test with the cfg it was trained with, e.g. --set {text(rec)}")
+
+
 def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, ims_per_batch=None):
     """FasterRCNN for `net` with the parts named in `parts` ("rpn", "head").
 
@@ -45,7 +81,7 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
                          f"{backbone.feat_stride}: remove FEAT_STRIDE from the cfg (the net sets it)")
     anchors = make_anchors(cfg.ANCHOR_RATIOS, cfg.ANCHOR_SCALES, backbone.feat_stride)
     rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, anchors) if "rpn" in parts else None
-    head = backbone.make_head(num_classes) if "head" in parts else None
+    head = backbone.make_head(num_classes, **pooling_kwargs(cfg)) if "head" in parts else None
     model = FasterRCNN.from_cfg(backbone, rpn, head, cfg, ims_per_batch)
     if head is not None and cfg.TRAIN.BBOX_NORMALIZE_TARGETS and cfg.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
         model.set_bbox_normalization(np.asarray(cfg.TRAIN.BBOX_NORMALIZE_MEANS, dtype=np.float32),
@@ -53,4 +89,5 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
     return model
 
 
-__all__ = ["build_model", "build_backbone", "FasterRCNN", "RPNHead", "FastRCNNHead", "NETS"]
+__all__ = ["build_model", "build_backbone", "pooling_kwargs", "pooling_meta", "check_pooling",
+           "FasterRCNN", "RPNHead", "FastRCNNHead", "NETS"]

@@ -136,8 +136,8 @@ class Elite0(nn.Module):
             x = b(x)
         return x
 
-    def make_head(self, num_classes):
-        return Elite0Head(num_classes)
+    def make_head(self, num_classes, **pooling):
+        return Elite0Head(num_classes, **pooling)
 
 
 def convert_state_dict(sd, wanted):
@@ -157,8 +157,8 @@ def convert_state_dict(sd, wanted):
 class Elite0Head(FastRCNNHead):
     """RoI 7x7 x 112 -> fc6 512 -> fc7 512 (ReLU)."""
 
-    def __init__(self, num_classes):
-        super().__init__(num_classes, (7, 7), 1.0 / 16, 512)
+    def __init__(self, num_classes, **pooling):
+        super().__init__(num_classes, (7, 7), 1.0 / 16, 512, **pooling)
         self.fc6 = nn.Linear(112 * 7 * 7, 512)
         self.fc7 = nn.Linear(512, 512)
 

@@ -58,13 +58,22 @@ class FastRCNNHead(nn.Module):
     """RoI pooling, a net-specific `top` (fc layers), cls_score and bbox_pred.
 
     num_classes: K+1 including background. Subclasses define `top(pooled [R, C, h, w]) -> [R, D]`.
+    pooling_mode: "pool" (the paper's RoI max pooling) or "align" (RoIAlign with
+    `pooling_aligned` and `sampling_ratio`); cfg POOLING_* via frcnn.models.pooling_kwargs.
     """
 
-    def __init__(self, num_classes, roi_size, spatial_scale, top_dim):
+    def __init__(self, num_classes, roi_size, spatial_scale, top_dim, pooling_mode="pool",
+                 pooling_aligned=True, sampling_ratio=2):
         super().__init__()
+        if pooling_mode not in ("pool", "align"):
+            raise ValueError(f"pooling_mode {pooling_mode!r}: use 'pool' or 'align' "
+                             "(cfg POOLING_MODE)")
         self.num_classes = num_classes
         self.roi_size = roi_size
         self.spatial_scale = spatial_scale
+        self.pooling_mode = pooling_mode
+        self.pooling_aligned = bool(pooling_aligned)
+        self.sampling_ratio = int(sampling_ratio)
         self.cls_score = nn.Linear(top_dim, num_classes)
         self.bbox_pred = nn.Linear(top_dim, 4 * num_classes)
         self.reset_predictors()
@@ -80,9 +89,13 @@ class FastRCNNHead(nn.Module):
     def forward(self, feats, rois):
         """feats: [B, C, H, W]; rois: [R, 5] (batch idx, x1, y1, x2, y2) scaled image coords
         -> (cls logits [R, K+1], bbox deltas [R, 4(K+1)])."""
-        from frcnn.ops import roi_pool
+        from frcnn.ops import roi_align, roi_pool
 
-        pooled = roi_pool(feats, rois.to(feats.dtype), self.roi_size, self.spatial_scale)
+        if self.pooling_mode == "align":  # float32 rois whatever the features' dtype
+            pooled = roi_align(feats, rois, self.roi_size, self.spatial_scale,
+                               self.sampling_ratio, self.pooling_aligned)
+        else:
+            pooled = roi_pool(feats, rois.to(feats.dtype), self.roi_size, self.spatial_scale)
         x = self.top(pooled)
         return self.cls_score(x), self.bbox_pred(x)
 

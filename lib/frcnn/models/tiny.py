@@ -37,15 +37,15 @@ class Tiny(nn.Module):
             x = F.relu(getattr(self, name.replace("conv", "gn"))(getattr(self, name)(x)))
         return x
 
-    def make_head(self, num_classes):
-        return TinyHead(num_classes)
+    def make_head(self, num_classes, **pooling):
+        return TinyHead(num_classes, **pooling)
 
 
 class TinyHead(FastRCNNHead):
     """RoI 7x7 x 128 -> conv_reduce 1x1 64 -> fc6 256 -> fc7 256."""
 
-    def __init__(self, num_classes):
-        super().__init__(num_classes, (7, 7), 1.0 / 16, 256)
+    def __init__(self, num_classes, **pooling):
+        super().__init__(num_classes, (7, 7), 1.0 / 16, 256, **pooling)
         self.conv_reduce = nn.Conv2d(128, 64, 1)
         self.fc6 = nn.Linear(64 * 7 * 7, 256)
         self.fc7 = nn.Linear(256, 256)

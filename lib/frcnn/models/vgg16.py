@@ -40,15 +40,15 @@ class VGG16(nn.Module):
                 x = F.max_pool2d(x, 2, 2, ceil_mode=True)
         return x
 
-    def make_head(self, num_classes):
-        return VGG16Head(num_classes)
+    def make_head(self, num_classes, **pooling):
+        return VGG16Head(num_classes, **pooling)
 
 
 class VGG16Head(FastRCNNHead):
     """RoI 7x7 x 512 -> fc6 4096 -> fc7 4096 (ReLU, dropout 0.5 with the usual train-time rescale)."""
 
-    def __init__(self, num_classes):
-        super().__init__(num_classes, (7, 7), 1.0 / 16, 4096)
+    def __init__(self, num_classes, **pooling):
+        super().__init__(num_classes, (7, 7), 1.0 / 16, 4096, **pooling)
         self.fc6 = nn.Linear(512 * 7 * 7, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.drop6 = nn.Dropout(0.5)

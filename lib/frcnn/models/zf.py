@@ -60,15 +60,15 @@ class ZF(nn.Module):
         x = F.relu(self.conv4(x))
         return F.relu(self.conv5(x))
 
-    def make_head(self, num_classes):
-        return ZFHead(num_classes)
+    def make_head(self, num_classes, **pooling):
+        return ZFHead(num_classes, **pooling)
 
 
 class ZFHead(FastRCNNHead):
     """RoI 6x6 x 256 -> fc6 4096 -> fc7 4096 (ReLU, Caffe dropout 0.5 without train rescale)."""
 
-    def __init__(self, num_classes):
-        super().__init__(num_classes, (6, 6), 1.0 / 16, 4096)
+    def __init__(self, num_classes, **pooling):
+        super().__init__(num_classes, (6, 6), 1.0 / 16, 4096, **pooling)
         self.fc6 = nn.Linear(256 * 6 * 6, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.drop6 = CaffeDropout(0.5)

@@ -104,3 +104,127 @@ def roi_pool_backward_reference(grad, argmax, rois, input_shape):
                 if av >= 0:
                     out[b, c, av] += gv
     return torch.from_numpy(out.reshape(B, C, H, W))
+
+
+def _acc_dtype(dtype):
+    """Accumulation dtype of roi_align: float32 for half / bfloat16, else the dtype itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _roi_align_bins(roi, spatial_scale, output_size, height, width, sampling_ratio, aligned):
+    """Samples of one RoI, bin by bin, in RoIAlign's definition, in the RoI's coordinate dtype.
+
+    roi: [5] numpy array (float32 -> float32 arithmetic, float64 -> float64).
+    returns: (count, bins) with bins[ph][pw] = list of samples, a sample being None (outside the
+        map: contributes 0) or ((y0, x0, y1, x1), (w00, w01, w10, w11)) with numpy weights.
+    """
+    t = roi.dtype.type
+    ph_n, pw_n = output_size
+    s = t(spatial_scale)
+    off = t(0.5) if aligned else t(0)
+    start_w, start_h = roi[1] * s - off, roi[2] * s - off
+    end_w, end_h = roi[3] * s - off, roi[4] * s - off
+    roi_w, roi_h = end_w - start_w, end_h - start_h
+    if not aligned:  # RoIs of at least 1 x 1 feature pixel
+        roi_w, roi_h = max(roi_w, t(1)), max(roi_h, t(1))
+    bin_h, bin_w = roi_h / t(ph_n), roi_w / t(pw_n)
+    if sampling_ratio > 0:
+        gh = gw = int(sampling_ratio)
+    else:  # adaptive: ceil(roi size / pooled size) samples per axis
+        gh = max(int(np.ceil(roi_h / t(ph_n))), 0)
+        gw = max(int(np.ceil(roi_w / t(pw_n))), 0)
+
+    def sample(y, x):
+        if y < -1 or y > height or x < -1 or x > width:
+            return None
+        y = t(0) if y <= 0 else y  # clamp below at 0
+        x = t(0) if x <= 0 else x
+        y0, x0 = int(y), int(x)
+        if y0 >= height - 1:
+            y0 = y1 = height - 1
+            y = t(y0)
+        else:
+            y1 = y0 + 1
+        if x0 >= width - 1:
+            x0 = x1 = width - 1
+            x = t(x0)
+        else:
+            x1 = x0 + 1
+        ly, lx = y - t(y0), x - t(x0)
+        hy, hx = t(1) - ly, t(1) - lx
+        return (y0, x0, y1, x1), (hy * hx, hy * lx, ly * hx, ly * lx)
+
+    bins = [[[sample(start_h + t(ph) * bin_h + (t(iy) + t(0.5)) * bin_h / t(gh),
+                     start_w + t(pw) * bin_w + (t(ix) + t(0.5)) * bin_w / t(gw))
+              for iy in range(gh) for ix in range(gw)]
+             for pw in range(pw_n)] for ph in range(ph_n)]
+    return gh * gw, bins
+
+
+def _coords(rois):
+    r = rois.detach().cpu()
+    return (r if r.dtype == torch.float64 else r.to(torch.float32)).numpy()
+
+
+def roi_align_reference(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """RoIAlign, one sample at a time (bilinear interpolation written out).
+
+    features: [B, C, H, W]; rois: [R, 5] (batch_idx, x1, y1, x2, y2), float32 or float64
+    returns: [R, C, ph, pw] in the features' dtype. Coordinates in the rois' dtype (float32 for
+    any non-float64 rois), values accumulated in float32 for half / bfloat16 features.
+    """
+    ph_n, pw_n = (output_size, output_size) if isinstance(output_size, int) else output_size
+    acc = _acc_dtype(features.dtype)
+    x = features.detach().cpu().to(acc)
+    r = _coords(rois)
+    B, C, H, W = x.shape
+    out = torch.zeros((r.shape[0], C, ph_n, pw_n), dtype=acc)
+    for i in range(r.shape[0]):
+        b = int(r[i, 0])
+        count, bins = _roi_align_bins(r[i], spatial_scale, (ph_n, pw_n), H, W, sampling_ratio,
+                                      aligned)
+        if count == 0 or H == 0 or W == 0:
+            continue
+        for ph in range(ph_n):
+            for pw in range(pw_n):
+                val = torch.zeros(C, dtype=acc)
+                for smp in bins[ph][pw]:
+                    if smp is None:
+                        continue
+                    (y0, x0, y1, x1), ws = smp
+                    w = [torch.tensor(float(v), dtype=acc) for v in ws]
+                    val = val + (w[0] * x[b, :, y0, x0] + w[1] * x[b, :, y0, x1]
+                                 + w[2] * x[b, :, y1, x0] + w[3] * x[b, :, y1, x1])
+                out[i, :, ph, pw] = val / torch.tensor(count, dtype=acc)
+    return out.to(features.dtype)
+
+
+def roi_align_backward_reference(grad, rois, input_shape, spatial_scale, sampling_ratio,
+                                 aligned):
+    """Each bin's gradient / count, spread over its samples' four corners by their weights.
+
+    grad: [R, C, ph, pw]; returns [B, C, H, W] in grad's dtype (accumulated in float32 for
+    half / bfloat16), RoIs in order, then bins, samples, corners.
+    """
+    B, C, H, W = input_shape
+    acc = _acc_dtype(grad.dtype)
+    g = grad.detach().cpu().to(acc)
+    r = _coords(rois)
+    ph_n, pw_n = g.shape[2:]
+    out = torch.zeros((B, C, H, W), dtype=acc)
+    for i in range(r.shape[0]):
+        b = int(r[i, 0])
+        count, bins = _roi_align_bins(r[i], spatial_scale, (ph_n, pw_n), H, W, sampling_ratio,
+                                      aligned)
+        if count == 0 or H == 0 or W == 0:
+            continue
+        for ph in range(ph_n):
+            for pw in range(pw_n):
+                gv = g[i, :, ph, pw] / torch.tensor(count, dtype=acc)
+                for smp in bins[ph][pw]:
+                    if smp is None:
+                        continue
+                    (y0, x0, y1, x1), ws = smp
+                    for (yy, xx), wv in zip(((y0, x0), (y0, x1), (y1, x0), (y1, x1)), ws):
+                        out[b, :, yy, xx] += gv * torch.tensor(float(wv), dtype=acc)
+    return out.to(grad.dtype)
