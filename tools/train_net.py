@@ -7,6 +7,11 @@
 Iterations END2END.MAX_ITERS (70k), lr step END2END.STEPSIZE (50k), END2END.ITER_SIZE images
 accumulated per update (2, as the reference's iter_size). Writes
 output/<EXP_DIR>/<imdb>/<net>_faster_rcnn_end2end_final.pth; reruns resume from snapshots.
+
+With --proposals PKL: Fast R-CNN without RPN on those proposals (Selective Search etc.), trained
+as alt-opt stage-1 Fast R-CNN (ALT_OPT.ITERS[1] / STEPSIZES[1], TRAIN.IMS_PER_BATCH images), the
+reference's handling: dedup, min size PROPOSAL_MIN_SIZE, gt appended, flips mirrored. Writes
+<net>_fast_rcnn_final.pth; test it with tools/test_net.py --proposals <test pickle>.
 """
 import argparse
 import os
@@ -28,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--final-file", default=None, help="write the final model's path into this file")
+    p.add_argument("--proposals", default=None,
+                   help="Fast R-CNN on these proposals (pickle of per-image [P, 4] boxes, e.g. "
+                        "tools/selective_search.py), no RPN; iterations ALT_OPT.ITERS[1]")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -49,14 +57,28 @@ def main(argv=None):
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
-    if not cfg.TRAIN.HAS_RPN:
+    if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
+        cfg.TRAIN.HAS_RPN = False
+    elif not cfg.TRAIN.HAS_RPN:
         print("note: TRAIN.HAS_RPN is False; end2end trains the RPN anyway "
               "(use experiments/cfgs/faster_rcnn_end2end.yml)")
     net = args.net.upper()
     imdb = get_imdb(args.imdb, cfg)
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
-    roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
-    model = build_model(net, imdb.num_classes, cfg, parts=("rpn", "head"))
+    if args.proposals:
+        from frcnn.roi_data.roidb import fast_rcnn_roidb, load_proposals
+
+        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+        roidb = fast_rcnn_roidb(imdb, cfg, props)
+        parts, kind = ("head",), "fast_rcnn"
+        iters_default, stepsize, ims, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1],
+                                                   cfg.TRAIN.IMS_PER_BATCH, 1)
+    else:
+        roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
+        parts, kind = ("rpn", "head"), "faster_rcnn_end2end"
+        iters_default, stepsize, ims, iter_size = (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
+                                                   cfg.TRAIN.IMS_PER_BATCH, cfg.END2END.ITER_SIZE)
+    model = build_model(net, imdb.num_classes, cfg, parts=parts)
     if args.weights:
         from frcnn.models.weights import load_pretrained
 
@@ -65,16 +87,16 @@ def main(argv=None):
     model.set_bbox_normalization(means, stds)
     frozen = ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
     if rank == 0:
-        print(f"end2end {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
+        print(f"{kind} {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
               f"device {device}, {threads_note()}")
-    iters = args.iters or cfg.END2END.MAX_ITERS
-    final = train_model(model, roidb, cfg, out, iters, cfg.END2END.STEPSIZE,
-                        cfg.TRAIN.IMS_PER_BATCH, False, frozen=frozen,
-                        resume=not args.no_resume, device=device,
-                        prefix=f"{net.lower()}_faster_rcnn_end2end",
-                        iter_size=cfg.END2END.ITER_SIZE, seed=args.seed,
-                        amp=args.amp or None, num_workers=args.workers,
-                        extra={"net": net, "classes": list(imdb.classes), "imdb": imdb.name})
+    iters = args.iters or iters_default
+    extra = {"net": net, "classes": list(imdb.classes), "imdb": imdb.name}
+    if args.proposals:
+        extra.update(bbox_means=means, bbox_stds=stds, proposals=os.path.abspath(args.proposals))
+    final = train_model(model, roidb, cfg, out, iters, stepsize, ims, bool(args.proposals),
+                        frozen=frozen, resume=not args.no_resume, device=device,
+                        prefix=f"{net.lower()}_{kind}", iter_size=iter_size, seed=args.seed,
+                        amp=args.amp or None, num_workers=args.workers, extra=extra)
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
