@@ -10,7 +10,6 @@ Under torchrun the images are split over the ranks; rank 0 gathers, writes and e
 """
 import argparse
 import os
-import pickle
 import sys
 import time
 
@@ -85,10 +84,12 @@ def main(argv=None):
     proposals = None
     parts = ("rpn", "head")
     if args.proposals:
-        with open(args.proposals, "rb") as f:
-            proposals = pickle.load(f)
-        if len(proposals) < imdb.num_images:
-            sys.exit(f"{args.proposals} has {len(proposals)} entries, {imdb.name} has {imdb.num_images} images")
+        from frcnn.roi_data.roidb import load_proposals
+
+        try:  # dedup + min size, as the reference loads external proposals
+            proposals = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+        except (OSError, ValueError) as e:
+            sys.exit(str(e))
         parts = ("head",)
     elif not cfg.TEST.HAS_RPN:
         sys.exit("TEST.HAS_RPN is False: give --proposals (tools/rpn_generate.py)")

@@ -7,6 +7,11 @@
 Iterations END2END.MAX_ITERS (70k), lr step END2END.STEPSIZE (50k), END2END.ITER_SIZE images
 accumulated per update (2, as the reference's iter_size). Writes
 output/<EXP_DIR>/<imdb>/<net>_faster_rcnn_end2end_final.pth; reruns resume from snapshots.
+
+With --proposals PKL: Fast R-CNN without RPN on those proposals (Selective Search etc.), trained
+as alt-opt stage-1 Fast R-CNN (ALT_OPT.ITERS[1] / STEPSIZES[1], TRAIN.IMS_PER_BATCH images), the
+reference's handling: dedup, min size PROPOSAL_MIN_SIZE, gt appended, flips mirrored. Writes
+<net>_fast_rcnn_final.pth; test it with tools/test_net.py --proposals <test pickle>.
 """
 import argparse
 import os
@@ -27,6 +32,10 @@ def parse_args(argv=None):
                    help="mAP on --eval-imdb every N iterations (0: never)")
     p.add_argument("--eval-imdb", default=None, help="held-out image set for --eval-every")
     p.add_argument("--final-file", default=None, help="write the final model's path into this file")
+    p.add_argument("--proposals", default=None,
+                   help="Fast R-CNN on these proposals (pickle of per-image [P, 4] boxes, e.g. "
+                        "tools/selective_search.py), no RPN (TRAIN.HAS_RPN False); iterations "
+                        "ALT_OPT.ITERS[1]")
     add_common_args(p, training=True)
     return p.parse_args(argv)
 
@@ -45,18 +54,32 @@ def main(argv=None):
     cfg = setup_cfg(args)
     apply_runtime_args(args, cfg)
     rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
-    if not cfg.TRAIN.HAS_RPN:
-        raise ValueError("TRAIN.HAS_RPN is False: train_net.py trains RPN and Fast R-CNN "
-                         "jointly; use experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
+    if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
+        cfg.TRAIN.HAS_RPN = False
+    elif not cfg.TRAIN.HAS_RPN:
+        raise ValueError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
+                         "proposals (--proposals PKL); for end2end training use "
+                         "experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
     seed = cfg.RNG_SEED
     seed_all(seed)  # before anything random: synthetic data, model initialisation
     net = args.net.upper()
     imdb = get_imdb(args.imdb, cfg)
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
-    roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
     ims = cfg.TRAIN.IMS_PER_BATCH  # one number for the loader and proposal_target
+    if args.proposals:
+        from frcnn.roi_data.roidb import fast_rcnn_roidb, load_proposals
+
+        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+        roidb = fast_rcnn_roidb(imdb, cfg, props)
+        parts, kind = ("head",), "fast_rcnn"
+        iters, stepsize, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1)
+    else:
+        roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
+        parts, kind = ("rpn", "head"), "faster_rcnn_end2end"
+        iters, stepsize, iter_size = (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
+                                      cfg.END2END.ITER_SIZE)
     seed_all(seed)
-    model = build_model(net, imdb.num_classes, cfg, parts=("rpn", "head"), ims_per_batch=ims)
+    model = build_model(net, imdb.num_classes, cfg, parts=parts, ims_per_batch=ims)
     if args.weights:
         from frcnn.models.weights import load_pretrained
 
@@ -65,19 +88,23 @@ def main(argv=None):
     if cfg.TRAIN.BBOX_REG:
         means, stds = add_bbox_regression_stats(roidb, imdb.num_classes, cfg)
         model.set_bbox_normalization(means, stds)
+        if args.proposals:
+            extra.update(bbox_means=means, bbox_stds=stds)
+    if args.proposals:
+        extra["proposals"] = os.path.abspath(args.proposals)
     frozen = ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
     if not cfg.TRAIN.BBOX_REG:
         frozen.append("head.bbox_pred")
     if rank == 0:
-        print(f"end2end {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
+        print(f"{kind} {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
               f"device {device}, seed {seed}, {threads_note()}")
-    solver = SolverParams.from_cfg(cfg, args.iters or cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE)
+    solver = SolverParams.from_cfg(cfg, args.iters or iters, stepsize)
     hooks = []
     if args.eval_every > 0:
         hooks.append(eval_hook(args, cfg, net, device))
-    final = train_model(model, loader_factory(roidb, cfg, ims, seed), solver, out,
-                        f"{net.lower()}_faster_rcnn_end2end", ims_per_batch=ims, seed=seed,
-                        data_signature=roidb_signature(roidb), iter_size=cfg.END2END.ITER_SIZE,
+    final = train_model(model, loader_factory(roidb, cfg, ims, seed, bool(args.proposals)),
+                        solver, out, f"{net.lower()}_{kind}", ims_per_batch=ims, seed=seed,
+                        data_signature=roidb_signature(roidb), iter_size=iter_size,
                         frozen=frozen, resume=not args.no_resume, device=device,
                         amp=amp_dtype(args, device), extra=extra, hooks=hooks,
                         find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
@@ -103,6 +130,8 @@ def eval_hook(args, cfg, net, device):
 
     if not args.eval_imdb:
         raise ValueError("--eval-every needs --eval-imdb (a held-out image set)")
+    if args.proposals:
+        raise ValueError("--eval-every evaluates with the model's RPN: not with --proposals")
     imdb = get_imdb(args.eval_imdb, cfg)
 
     def evaluate(model):

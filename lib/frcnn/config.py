@@ -114,6 +114,7 @@ def _defaults():
     C.FEAT_STRIDE = 16
 
     C.DEDUP_BOXES = 1.0 / 16.0
+    C.PROPOSAL_MIN_SIZE = 2             # external proposals: drop smaller boxes (imdb min_size)
     C.PIXEL_MEANS = np.array([[[102.9801, 115.9465, 122.7717]]])  # BGR, 0-255
     C.RNG_SEED = 3
     C.EPS = 1e-14

@@ -85,6 +85,21 @@ class imdb:
         """all_boxes[cls][img]: [D, 5] (x1, y1, x2, y2, score), 0-based; prints APs, returns mAP."""
         raise NotImplementedError
 
+    def evaluate_recall(self, candidate_boxes=None, thresholds=None, area="all", limit=None):
+        """Proposal recall against the gt of this imdb (py-faster-rcnn's imdb.evaluate_recall).
+
+        candidate_boxes: list (imdb order) of [P, 4] original-image boxes, best first; None uses
+        the non-gt rows of self.roidb. limit: keep the first `limit` boxes per image. area: a key
+        of RECALL_AREAS (gt box area range, area = (w+1)(h+1) or 'seg_areas').
+        -> dict 'ar' (mean recall over the thresholds), 'recalls' [T], 'thresholds' [T]
+           (default 0.5:0.05:0.95), 'gt_overlaps' [G] sorted, 'num_pos' G.
+        """
+        roidb = self.roidb
+        if candidate_boxes is not None and len(candidate_boxes) < len(roidb):
+            raise ValueError(f"{len(candidate_boxes)} proposal arrays for {len(roidb)} images of "
+                             f"{self.name}; generate proposals for this image set")
+        return evaluate_recall(roidb, candidate_boxes, thresholds, area, limit)
+
     def competition_mode(self, on):
         """py-faster-rcnn API; results files here are never salted or removed, so a no-op."""
 
@@ -100,6 +115,84 @@ def check_all_boxes(all_boxes, num_classes, num_images):
         if len(all_boxes[c]) != num_images:
             raise ValueError(f"all_boxes[{c}] has {len(all_boxes[c])} entries, expected one per "
                              f"image ({num_images})")
+
+
+# -- proposal recall --------------------------------------------------------------------------
+# gt-box area ranges (pixels^2) of the reference's evaluate_recall
+RECALL_AREAS = {"all": (0, 1e5 ** 2), "small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2),
+                "large": (96 ** 2, 1e5 ** 2), "96-128": (96 ** 2, 128 ** 2),
+                "128-256": (128 ** 2, 256 ** 2), "256-512": (256 ** 2, 512 ** 2),
+                "512-inf": (512 ** 2, 1e5 ** 2)}
+
+
+def greedy_gt_overlaps(boxes, gt_boxes):
+    """IoU with which each gt box is covered under one-to-one greedy matching.
+
+    Repeatedly take the (proposal, gt) pair of highest IoU among unused ones and retire both;
+    a proposal covers at most one gt. boxes [P, 4], gt_boxes [G, 4] -> [G] float64, in order of
+    matching (best covered first) as the reference; gt left without a proposal (P < G) get 0,
+    where the reference stops on an assertion.
+    """
+    from frcnn.utils.cython_bbox import bbox_overlaps
+
+    g = len(gt_boxes)
+    out = np.zeros(g)
+    if g == 0 or len(boxes) == 0:
+        return out
+    ov = bbox_overlaps(np.ascontiguousarray(boxes, dtype=np.float64),
+                       np.ascontiguousarray(gt_boxes, dtype=np.float64))
+    for j in range(min(g, len(boxes))):
+        # as the reference: the gt with the largest best IoU, then its first best proposal
+        gi = int(ov.max(axis=0).argmax())
+        bi = int(ov[:, gi].argmax())
+        out[j] = ov[bi, gi]
+        ov[bi, :] = -1
+        ov[:, gi] = -1
+    return out
+
+
+def evaluate_recall(roidb, candidate_boxes=None, thresholds=None, area="all", limit=None):
+    """Recall of proposals over a roidb; see imdb.evaluate_recall (same return dict).
+
+    Gt rows: gt_classes > 0 and max gt_overlaps == 1 (crowd rows, -1, are not counted). Every
+    gt in the area range counts in num_pos, also on images without proposals (a miss there).
+    """
+    if area not in RECALL_AREAS:
+        raise ValueError(f"unknown area {area!r}; use one of {', '.join(RECALL_AREAS)}")
+    lo, hi = RECALL_AREAS[area]
+    covered = []
+    num_pos = 0
+    for i, e in enumerate(roidb):
+        gt_cls = np.asarray(e["gt_classes"])
+        go = np.asarray(e["gt_overlaps"])
+        if hasattr(e["gt_overlaps"], "toarray"):
+            go = e["gt_overlaps"].toarray()
+        max_go = go.max(axis=1) if go.size else np.zeros(len(gt_cls))
+        gt_inds = np.where((gt_cls > 0) & (max_go == 1))[0]
+        gt_boxes = np.asarray(e["boxes"], dtype=np.float64)[gt_inds]
+        if "seg_areas" in e:
+            areas = np.asarray(e["seg_areas"], dtype=np.float64)[gt_inds]
+        else:
+            areas = (gt_boxes[:, 2] - gt_boxes[:, 0] + 1) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1)
+        gt_boxes = gt_boxes[(areas >= lo) & (areas <= hi)]
+        num_pos += len(gt_boxes)
+        if candidate_boxes is None:
+            boxes = np.asarray(e["boxes"])[gt_cls == 0]
+        else:
+            boxes = np.asarray(candidate_boxes[i], dtype=np.float64)
+            boxes = boxes[:, :4] if boxes.size else np.zeros((0, 4))  # [P, 5] with scores too
+        if len(boxes) == 0:
+            continue
+        if limit is not None and len(boxes) > limit:
+            boxes = boxes[:limit]
+        covered.append(greedy_gt_overlaps(boxes, gt_boxes))
+    gt_overlaps = np.sort(np.concatenate(covered)) if covered else np.zeros(0)
+    if thresholds is None:
+        thresholds = np.arange(0.5, 0.95 + 1e-5, 0.05)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    recalls = np.array([(gt_overlaps >= t).sum() / max(num_pos, 1) for t in thresholds])
+    return {"ar": float(recalls.mean()) if len(recalls) else 0.0, "recalls": recalls,
+            "thresholds": thresholds, "gt_overlaps": gt_overlaps, "num_pos": num_pos}
 
 
 # -- annotation cache -------------------------------------------------------------------------

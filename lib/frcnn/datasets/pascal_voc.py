@@ -196,14 +196,16 @@ class VOCStyle(imdb):
             f.write("".join(i + "\n" for i in self._image_index))
         cachedir = os.path.join(self.cache_path, "voc_eval")
         aps = {}
+        self.pr_curves = {}
         print(f"VOC07 metric? {'Yes' if self.use_07_metric else 'No'}")
         for c, cls in enumerate(self._classes):
             if cls == "__background__":
                 continue
             write_voc_results_file(template.format(cls), self._image_index, all_boxes[c])
-            _, _, ap = voc_eval(template, annopath, imageset, cls, cachedir,
-                                ovthresh=0.5, use_07_metric=self.use_07_metric)
+            rec, prec, ap = voc_eval(template, annopath, imageset, cls, cachedir,
+                                     ovthresh=0.5, use_07_metric=self.use_07_metric)
             aps[cls] = ap
+            self.pr_curves[cls] = (rec, prec)  # for the PR plots of test_net / reval
             print(f"AP for {cls} = {ap:.4f}")
         valid = [a for a in aps.values() if not np.isnan(a)]
         mAP = float(np.mean(valid)) if valid else 0.0

@@ -207,7 +207,20 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
               + (f", per process of {world}" if world > 1 else "") + ")")
         print("Evaluating detections")
         mAP = float(imdb.evaluate_detections(all_boxes, output_dir))
+        _write_pr_curves(imdb, output_dir)
     return du.broadcast_object(mAP)
+
+
+def _write_pr_curves(imdb, output_dir):
+    from frcnn.fast_rcnn.reval import write_pr_curves
+
+    try:
+        paths = write_pr_curves(imdb, output_dir)
+    except ImportError as e:  # matplotlib missing: the evaluation itself is done
+        print(f"no PR plots: {e}")
+        return
+    if paths:
+        print(f"PR curves: {os.path.join(output_dir, 'pr')}/<class>.png ({len(paths)} classes)")
 
 
 @torch.no_grad()

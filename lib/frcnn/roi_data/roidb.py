@@ -168,6 +168,68 @@ def merge_proposals(roidb, proposals_per_image):
     return out
 
 
+# -- external proposals (Selective Search, EdgeBoxes, any pickle) -------------------------------
+def unique_boxes(boxes, scale=1.0):
+    """Sorted indices of the first occurrence of each distinct box (coordinates rounded after
+    x scale), as the reference's ds_utils.unique_boxes. boxes [P, 4] -> [U] int64."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    hashes = np.round(boxes * scale).dot(np.array([1, 1e3, 1e6, 1e9]))
+    _, index = np.unique(hashes, return_index=True)
+    return np.sort(index)
+
+
+def filter_small_boxes(boxes, min_size):
+    """Indices of boxes with x2 - x1 >= min_size and y2 - y1 > min_size: the reference's
+    ds_utils test as it is (asymmetric, no +1). boxes [P, 4] -> [K] int64."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return np.where((w >= min_size) & (h > min_size))[0]
+
+
+def clean_proposals(boxes, min_size):
+    """The reference's handling of loaded external proposals: duplicates dropped, then boxes
+    smaller than min_size; order kept. [P, 4 or 5] -> [K, 4] float32."""
+    b = _as_box_array(boxes, "an image")
+    b = b[unique_boxes(b)]
+    return np.ascontiguousarray(b[filter_small_boxes(b, min_size)])
+
+
+def load_proposals(src, num_images, min_size=2, clean=True):
+    """External proposals for an image set: a pickle path (or the loaded list) of per-image
+    [P, 4] boxes (optionally [P, 5] with scores), 0-based original-image pixels, imdb order.
+
+    -> list of num_images [K, 4] float32 arrays; with `clean` each is passed through
+    clean_proposals (dedup, min size) as the reference does for Selective Search boxes.
+    RPN proposals between alt-opt stages are merged without cleaning (as the reference).
+    """
+    where = src if isinstance(src, (str, os.PathLike)) else "the proposal list"
+    if isinstance(src, (str, os.PathLike)):
+        if not os.path.exists(src):
+            raise FileNotFoundError(f"proposal file {src} not found: make it with "
+                                    "tools/selective_search.py or tools/rpn_generate.py")
+        with open(src, "rb") as f:
+            src = pickle.load(f)
+    if isinstance(src, dict):
+        raise ValueError(f"{where}: expected a list of per-image arrays (imdb order), got a dict")
+    if len(src) < num_images:
+        raise ValueError(f"{where} has {len(src)} entries for {num_images} images: generate "
+                         "proposals for this image set")
+    out = []
+    for i in range(num_images):
+        b = src[i]
+        out.append(clean_proposals(b, min_size) if clean else _as_box_array(b, f"image {i}"))
+    return out
+
+
+def fast_rcnn_roidb(imdb, cfg, proposals):
+    """Training roidb of Fast R-CNN on given proposals (TRAIN.HAS_RPN False; alt-opt stage 1 on
+    RPN boxes, or Selective Search boxes): gt rows first, proposals with their best-gt overlap,
+    flips with mirrored proposals (TRAIN.USE_FLIPPED), filtered. proposals: list (imdb order)."""
+    roidb = merge_proposals(get_training_roidb(imdb, cfg), proposals)
+    return filter_roidb(roidb, cfg)
+
+
 def _compute_targets(rois, overlaps, labels, cfg):
     """[R, 5] (class, dx, dy, dw, dh) for rois with overlap >= BBOX_THRESH, against their best gt."""
     targets = np.zeros((rois.shape[0], 5), dtype=np.float64)
