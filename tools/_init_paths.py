@@ -45,15 +45,37 @@ def argparse_remainder():
     return argparse.REMAINDER
 
 
+def run_main(main):
+    """`sys.exit(_init_paths.run_main(main))` in every tool: a data or configuration error
+    (frcnn.errors.UserError) prints one `error: <file>: <problem>; <fix>` block and exits 2, no
+    traceback unless --debug; other exceptions keep theirs (frcnn.cli.run_main)."""
+    from frcnn.cli import run_main as run
+
+    return run(main)
+
+
 def setup_cfg(args):
-    """cfg from defaults + args.cfg_file + args.set_cfgs (+ args.device); prints nothing."""
+    """cfg from defaults + args.cfg_file + args.set_cfgs (+ args.device); prints nothing.
+    A bad yml, key or value raises frcnn.errors.ConfigError naming the file or the --set pair."""
     from frcnn.config import cfg_from_file, cfg_from_list, get_default_cfg
+    from frcnn.errors import ConfigError
 
     cfg = get_default_cfg()
     if getattr(args, "cfg_file", None):
-        cfg_from_file(args.cfg_file, cfg)
+        try:
+            cfg_from_file(args.cfg_file, cfg)
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            if args.cfg_file not in msg:
+                msg = f"{args.cfg_file}: {msg}"
+            raise ConfigError(f"{msg}; fix the yml (keys and types as in frcnn/config.py)") from e
     if getattr(args, "set_cfgs", None):
-        cfg_from_list(list(args.set_cfgs), cfg)
+        try:
+            cfg_from_list(list(args.set_cfgs), cfg)
+        except (KeyError, ValueError, TypeError) as e:
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            raise ConfigError(f"--set {' '.join(args.set_cfgs)}: {msg}; give KEY VALUE pairs with "
+                              "keys and types as in frcnn/config.py") from e
     if getattr(args, "device", None):
         cfg.DEVICE = args.device
     args._cfg_amp = bool(cfg.SOLVER.AMP)
@@ -61,8 +83,8 @@ def setup_cfg(args):
         import torch
 
         if not torch.cuda.is_available():
-            sys.exit(f"DEVICE {cfg.DEVICE} requested but torch has no CUDA here "
-                     f"(torch {torch.__version__}); use --device cpu")
+            raise ConfigError(f"DEVICE {cfg.DEVICE}: requested but torch has no CUDA here "
+                              f"(torch {torch.__version__}); use --device cpu")
     return cfg
 
 

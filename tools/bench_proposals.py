@@ -112,5 +112,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(_init_paths.run_main(main))

@@ -115,4 +115,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_init_paths.run_main(main))

@@ -144,4 +144,4 @@ def eval_hook(args, cfg, net, device):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(_init_paths.run_main(main))

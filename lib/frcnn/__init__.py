@@ -1,3 +1,16 @@
-"""Faster R-CNN (Ren et al. 2015) in PyTorch, faithful to py-faster-rcnn."""
+"""Faster R-CNN (Ren et al. 2015) in PyTorch, faithful to py-faster-rcnn.
+
+`from frcnn import Detector` (frcnn.api) runs a trained model on images; importing frcnn alone
+loads nothing heavy (torch is imported on first use of Detector).
+"""
 
 __version__ = "0.1.0"
+__all__ = ["Detector", "Detections"]
+
+
+def __getattr__(name):
+    if name in ("Detector", "Detections"):
+        from frcnn import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'frcnn' has no attribute {name!r}")

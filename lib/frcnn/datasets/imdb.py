@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 
 
-class DatasetError(ValueError):
-    """A data set problem the user has to fix; the message names the file, the object and the fix."""
+from frcnn.errors import DataError
+
+# A data set problem the user has to fix; the message names the file, the object and the fix.
+DatasetError = DataError
 
 
 class imdb:

@@ -4,8 +4,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from .imdb import (DatasetError, cache_key, cached, check_all_boxes, file_signature, image_size,
-                   imdb)
+from .imdb import DatasetError, cache_key, cached, check_all_boxes, file_signature, imdb
 from .voc_eval import voc_eval, write_voc_results_file
 
 VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
@@ -45,72 +44,33 @@ def xml_class_names(xml_path):
     return [(o.findtext("name") or "").lower().strip() for o in _xml_root(xml_path).findall("object")]
 
 
-def _int_field(node, key):
-    t = node.findtext(key)
-    if t is None:
-        return None
-    try:
-        return int(float(t))
-    except ValueError:
-        return None
-
-
-def load_voc_annotation(xml_path, image_path, class_to_ind):
+def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
     """Parse and validate one VOC XML; gt entry with 0-based boxes, difficult objects dropped.
 
     Returns {'boxes' [G,4] f32, 'gt_classes' [G] i32, 'gt_overlaps' [G,K] f32, 'seg_areas' [G] f32,
-    'flipped' False, 'width', 'height', 'num_difficult'}. Raises DatasetError naming the file,
-    the object and the fix.
+    'flipped' False, 'width', 'height', 'num_difficult'}. Raises DatasetError listing every
+    problem of the file (naming the file, the object and the fix); see datasets.validate.
     """
-    root = _xml_root(xml_path)
-    width, height = image_size(image_path)  # the image as it will be loaded (checks it exists)
-    size = root.find("size")
-    if size is not None:
-        xw, xh = _int_field(size, "width"), _int_field(size, "height")
-        if xw and xh and (xw, xh) != (width, height):
-            raise DatasetError(
-                f"{xml_path}: <size> says {xw}x{xh} but {image_path} is {width}x{height} (WxH); "
-                "fix the <size> in the XML (or the image, if it was resized or rotated)")
+    from .validate import Report, check_image, parse_voc_xml
+
+    report = Report(os.path.basename(xml_path))
+    wh = check_image(image_path, report, decode=decode)
+    objs = parse_voc_xml(xml_path, image_path, wh, class_to_ind, report)
+    if report.errors:
+        errs = report.errors
+        raise DatasetError("\n".join(str(e) for e in errs))
+    width, height = wh
     num_classes = len(class_to_ind)
-    boxes, classes, n_diff = [], [], 0
-    for i, obj in enumerate(root.findall("object")):
-        name = (obj.findtext("name") or "").lower().strip()
-        what = f"{xml_path}: object {i} ('{name}')"
-        if name not in class_to_ind or class_to_ind[name] == 0:
-            known = [c for c in class_to_ind if c != "__background__"]
-            raise DatasetError(f"{what}: unknown class '{name}' (known: {known}); fix the <name> "
-                               "or add the class to the class list")
-        bb = obj.find("bndbox")
-        if bb is None:
-            raise DatasetError(f"{what}: no <bndbox>; add xmin/ymin/xmax/ymax or remove the object")
-        try:
-            x1, y1, x2, y2 = (float(bb.findtext(k)) - 1 for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError):
-            raise DatasetError(f"{what}: <bndbox> needs numeric xmin, ymin, xmax, ymax") from None
-        if x2 < x1 or y2 < y1:
-            raise DatasetError(
-                f"{what}: box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g}) "
-                "has xmax < xmin or ymax < ymin; swap or fix the coordinates")
-        if x1 < 0 or y1 < 0 or x2 > width - 1 or y2 > height - 1:
-            raise DatasetError(
-                f"{what}: box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g}) "
-                f"lies outside the {width}x{height} image {image_path}; VOC coordinates are "
-                f"1-based: clip them to 1..{width} (x) and 1..{height} (y)")
-        diff = _int_field(obj, "difficult") or 0
-        if diff:
-            n_diff += 1
-            continue
-        boxes.append((x1, y1, x2, y2))
-        classes.append(class_to_ind[name])
-    g = len(boxes)
-    boxes = np.array(boxes, dtype=np.float32).reshape(g, 4)
-    gt_classes = np.array(classes, dtype=np.int32)
+    kept = [(n, b) for n, b, d in objs if not d]
+    g = len(kept)
+    boxes = np.array([b for _, b in kept], dtype=np.float32).reshape(g, 4)
+    gt_classes = np.array([class_to_ind[n] for n, _ in kept], dtype=np.int32)
     overlaps = np.zeros((g, num_classes), dtype=np.float32)
     overlaps[np.arange(g), gt_classes] = 1.0
     seg_areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).astype(np.float32)
     return {"boxes": boxes, "gt_classes": gt_classes, "gt_overlaps": overlaps,
             "seg_areas": seg_areas, "flipped": False, "width": int(width), "height": int(height),
-            "num_difficult": n_diff}
+            "num_difficult": len(objs) - g}
 
 
 class VOCStyle(imdb):
@@ -161,9 +121,25 @@ class VOCStyle(imdb):
         return cache_key(self.name, self._classes, self._image_index, file_signature(xmls),
                          file_signature(ims))
 
+    def validation_signature(self):
+        sets = [self.image_set_file(s) for s in self._sources]
+        return cache_key(self._signature(), file_signature(sets))
+
+    def validate(self, decode=True):
+        """Every problem of this image set (datasets.validate.check_voc) -> Report."""
+        from .validate import check_voc
+
+        return check_voc(self._sources, self._image_set, self._classes, self.cfg, name=self.name,
+                         decode=decode)
+
     def gt_roidb(self):
         """Validated gt entries, cached under DATA_DIR/cache keyed by the image set, the class list
-        and the (path, mtime, size) of every XML and image."""
+        and the (path, mtime, size) of every XML and image. The whole set is checked first
+        (datasets.validate.ensure_valid, cached too): a DatasetError lists every error."""
+        from .validate import ensure_valid
+
+        ensure_valid(self)
+
         def build():
             c2i = self.class_to_ind
             out = []

@@ -15,7 +15,10 @@ def scan_classes(path, cache_dir):
     def build():
         names = set()
         for x in xmls:
-            names.update(xml_class_names(x))
+            try:
+                names.update(xml_class_names(x))
+            except DatasetError:  # unreadable: the data check reports it with the others
+                pass
         names.discard("")
         return sorted(names)
     key = cache_key(ann, file_signature(xmls))

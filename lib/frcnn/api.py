@@ -1,0 +1,202 @@
+"""Detection for applications.
+
+    from frcnn import Detector
+    det = Detector.from_file("output/cards_alt_opt/VOCcards_trainval/elite0_faster_rcnn_final.pth")
+    d = det("photo.jpg")                 # or a BGR uint8 array [H, W, 3], or a list of either
+    for name, score, (x1, y1, x2, y2) in zip(d.class_names, d.scores, d.boxes): ...
+    det(images, score_thresh=0.5)        # thresholds: the model's cfg TEST.* unless given
+
+Built on frcnn.fast_rcnn.test: im_detect (one image resized to TEST.SCALES[0]) and
+detections_for_image (per-class score threshold, NMS, cap per image), so the results are those
+of tools/test_net.py. Boxes are (x1, y1, x2, y2) in original-image pixels, 0-based, inclusive.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from frcnn.errors import ConfigError, DataError
+
+
+@dataclass
+class Detections:
+    """Detections of one image, by descending score.
+
+    boxes [D, 4] float32 (x1, y1, x2, y2) original-image pixels; scores [D] float32;
+    labels [D] int64 class index (1..K, 0 = background never appears); class_names [D] str.
+    """
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list = field(default_factory=list)
+    image_size: tuple = (0, 0)  # (height, width)
+
+    def __len__(self):
+        return len(self.scores)
+
+    def to_coco(self, image_id, file_name=None):
+        """COCO results entries (bbox = [x, y, w, h], w = x2 - x1 + 1), class names included."""
+        out = []
+        for b, s, c, n in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(),
+                              self.class_names):
+            e = {"image_id": image_id, "category_id": int(c), "category_name": n,
+                 "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0] + 1, 2),
+                          round(b[3] - b[1] + 1, 2)], "score": round(float(s), 5)}
+            if file_name is not None:
+                e["file_name"] = file_name
+            out.append(e)
+        return out
+
+
+def load_cfg(cfg=None, model_path=None, stored=None):
+    """The cfg a model is run with: `cfg` (an EasyDict or a yml path) if given, else the cfg
+    stored in the model file, else cfg.yml beside the model file (written by the training
+    scripts), else the defaults. -> (cfg, where it came from)."""
+    from frcnn.config import cfg_from_file, get_default_cfg
+
+    if cfg is not None and not isinstance(cfg, (str, os.PathLike)):
+        return cfg, "given"
+    out = get_default_cfg()
+    if cfg is not None:
+        if not os.path.isfile(cfg):
+            raise ConfigError(f"{cfg}: config file not found; give an existing yml")
+        return cfg_from_file(str(cfg), out), str(cfg)
+    if isinstance(stored, str) and stored.strip():
+        import yaml
+
+        from frcnn.config import merge_into
+
+        return merge_into(yaml.safe_load(stored) or {}, out), "model file"
+    if model_path is not None:
+        side = os.path.join(os.path.dirname(os.path.abspath(model_path)), "cfg.yml")
+        if os.path.isfile(side):
+            return cfg_from_file(side, out), side
+    return out, "defaults"
+
+
+def read_any_image(image):
+    """A path or an array -> BGR uint8 [H, W, 3] (gray [H, W] and BGRA [H, W, 4] converted)."""
+    import cv2
+
+    from frcnn.datasets.imdb import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(str(image))
+    im = np.asarray(image)
+    if im.ndim == 2:
+        im = cv2.cvtColor(im, cv2.COLOR_GRAY2BGR)
+    elif im.ndim == 3 and im.shape[2] == 4:
+        im = cv2.cvtColor(im, cv2.COLOR_BGRA2BGR)
+    if im.ndim != 3 or im.shape[2] != 3 or min(im.shape[:2]) < 1:
+        raise DataError(f"image array of shape {im.shape}: expected a BGR image [H, W, 3]; "
+                        "read it with cv2.imread (or convert RGB with im[..., ::-1])")
+    if im.dtype != np.uint8:
+        im = np.clip(im, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(im)
+
+
+class Detector:
+    """A trained Faster R-CNN ready to run on images (see the module docstring).
+
+    model: FasterRCNN with RPN and head; classes: names with '__background__' at 0;
+    cfg: the test settings (TEST.SCALES, MAX_SIZE, RPN_*, NMS, SCORE_THRESH, MAX_PER_IMAGE).
+    """
+
+    def __init__(self, model, classes, cfg, score_thresh=None, nms_thresh=None,
+                 max_per_image=None):
+        self.model = model.eval()
+        self.classes = list(classes)
+        self.cfg = cfg
+        model.cfg = cfg
+        self.score_thresh = cfg.TEST.SCORE_THRESH if score_thresh is None else float(score_thresh)
+        self.nms_thresh = cfg.TEST.NMS if nms_thresh is None else float(nms_thresh)
+        self.max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else int(max_per_image)
+        self.net = None
+
+    @property
+    def device(self):
+        from frcnn.fast_rcnn.test import _device_of
+
+        return _device_of(self.model)
+
+    @classmethod
+    def from_file(cls, path, device="cpu", cfg=None, net=None, classes=None, **thresholds):
+        """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools.
+
+        net / classes: only for files that do not store them. cfg: see load_cfg.
+        thresholds: score_thresh, nms_thresh, max_per_image (default: cfg TEST.*).
+        """
+        import torch
+
+        from frcnn.models import NETS, build_model
+
+        path = str(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: model file not found; train first (experiments/alt_opt.sh) "
+                              "or fix the path")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise ConfigError(f"{path}: not a model file torch can load ({e}); give a .pth written "
+                              "by the training tools") from None
+        meta = raw if isinstance(raw, dict) and "model" in raw else {}
+        state = meta.get("model", raw)
+        net = (net or meta.get("net") or "").upper()
+        if net not in NETS:
+            raise ConfigError(f"{path}: the file does not say which net it holds; pass net= one of "
+                              f"{', '.join(NETS)}")
+        classes = list(classes or meta.get("classes") or [])
+        if not classes:
+            raise ConfigError(f"{path}: the file stores no class names; pass classes=[...]")
+        if classes[0] != "__background__":
+            classes = ["__background__"] + classes
+        cfg, _ = load_cfg(cfg, path, meta.get("cfg"))
+        model = build_model(net, len(classes), cfg, parts=("rpn", "head"), pretrained=False)
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise ConfigError(f"{path}: lacks {missing[:4]}{'...' if len(missing) > 4 else ''}; "
+                              "is it a stage file? use the *_faster_rcnn_final.pth")
+        bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise ConfigError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the "
+                              f"{net} model for {len(classes)} classes wants {tuple(own[bad[0]].shape)}"
+                              "; check net, classes and ANCHOR_SCALES/RATIOS of the cfg")
+        model.load_state_dict({k: state[k] for k in own})
+        det = cls(model.to(device), classes, cfg, **thresholds)
+        det.net = net
+        return det
+
+    def detect_one(self, image, score_thresh=None, nms_thresh=None, max_per_image=None):
+        """One image (path or BGR array) -> Detections."""
+        from frcnn.fast_rcnn.test import detections_for_image, im_detect
+
+        im = read_any_image(image)
+        scores, boxes = im_detect(self.model, im, self.cfg)
+        per_class = detections_for_image(
+            scores, boxes, len(self.classes),
+            self.score_thresh if score_thresh is None else score_thresh,
+            self.nms_thresh if nms_thresh is None else nms_thresh,
+            self.max_per_image if max_per_image is None else max_per_image)
+        return self._flatten(per_class, im.shape[:2])
+
+    def _flatten(self, per_class, hw):
+        dets = np.concatenate([d for d in per_class[1:]] + [np.zeros((0, 5), np.float32)])
+        labels = np.concatenate([np.full(len(d), j, np.int64) for j, d in enumerate(per_class)
+                                 if j > 0] + [np.zeros(0, np.int64)])
+        order = np.argsort(-dets[:, 4], kind="stable")
+        dets, labels = dets[order], labels[order]
+        return Detections(boxes=dets[:, :4].astype(np.float32), scores=dets[:, 4].astype(np.float32),
+                          labels=labels, class_names=[self.classes[j] for j in labels],
+                          image_size=(int(hw[0]), int(hw[1])))
+
+    def __call__(self, images, **thresholds):
+        """A path, a BGR array [H, W, 3] -> Detections; a list/tuple of them (or an array
+        [N, H, W, 3]) -> list of Detections."""
+        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
+            return [self.detect_one(im, **thresholds) for im in images]
+        return self.detect_one(images, **thresholds)
+
+    def __repr__(self):
+        return (f"<Detector {self.net} {len(self.classes) - 1} classes on {self.device}, "
+                f"score>{self.score_thresh} nms {self.nms_thresh} max {self.max_per_image}>")
