@@ -132,8 +132,8 @@ def test_resume_with_other_settings_is_an_error(tmp_path):
     p = subprocess.run([sys.executable] + _end2end(tmp_path, seed=5), cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=600)
     out = p.stdout + p.stderr
-    assert p.returncode != 0
-    assert "seed: snapshot 3, now 5" in out and "--no-resume" in out
+    assert p.returncode == 2 and "Traceback" not in out
+    assert "error: " in out and "seed: snapshot 3, now 5" in out and "--no-resume" in out
 
 
 ALT_FINAL = "alt/shapes_train/tiny_faster_rcnn_final.pth"
@@ -159,3 +159,15 @@ def test_alt_opt_same_seed_and_kill9_between_stages(tmp_path):
               "DATA_DIR", str(d / "data"), "EXP_DIR", "alt"] + SMALL)
         maps.append((d / "map.txt").read_text())
     assert maps[0] == maps[1]
+
+
+def test_end2end_two_threads_within_tolerance(e2e_reference, tmp_path):
+    """With 2 CPU threads float sums may be ordered differently: the stated tolerance after 6
+    updates is 1e-4 absolute on every weight (docs/DESIGN.md, Reproducibility)."""
+    ref, _ = e2e_reference
+    args = _end2end(tmp_path)
+    args[args.index("--num-threads") + 1] = "2"
+    _run(args)
+    wa, wb = _weights(ref / E2E_FINAL), _weights(tmp_path / E2E_FINAL)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-4, msg=k)

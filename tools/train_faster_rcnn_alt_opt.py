@@ -93,7 +93,9 @@ class AltOpt:
         self.resume = not args.no_resume
         lrs = tuple(cfg.ALT_OPT.BASE_LRS) or (cfg.SOLVER.BASE_LR,) * 4
         if len(lrs) != 4 or len(cfg.ALT_OPT.ITERS) != 4 or len(cfg.ALT_OPT.STEPSIZES) != 4:
-            raise ValueError("ALT_OPT.ITERS, ALT_OPT.STEPSIZES (and BASE_LRS if given) need 4 "
+            from frcnn.errors import ConfigError
+
+            raise ConfigError("ALT_OPT.ITERS, ALT_OPT.STEPSIZES (and BASE_LRS if given) need 4 "
                              "values: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN")
         self.lrs = lrs
         self.amp = amp_dtype(args, self.device)

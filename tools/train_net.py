@@ -44,6 +44,7 @@ def main(argv=None):
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
     from frcnn.engine.checkpoint import roidb_signature
+    from frcnn.errors import ConfigError
     from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
     from frcnn.models import build_model, pooling_meta
     from frcnn.roi_data.loader import loader_factory
@@ -57,7 +58,7 @@ def main(argv=None):
     if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
         cfg.TRAIN.HAS_RPN = False
     elif not cfg.TRAIN.HAS_RPN:
-        raise ValueError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
+        raise ConfigError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
                          "proposals (--proposals PKL); for end2end training use "
                          "experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
     seed = cfg.RNG_SEED
@@ -128,10 +129,12 @@ def eval_hook(args, cfg, net, device):
     from frcnn.fast_rcnn.test import test_net
     from frcnn.models import build_model
 
+    from frcnn.errors import ConfigError
+
     if not args.eval_imdb:
-        raise ValueError("--eval-every needs --eval-imdb (a held-out image set)")
+        raise ConfigError("--eval-every needs --eval-imdb (a held-out image set)")
     if args.proposals:
-        raise ValueError("--eval-every evaluates with the model's RPN: not with --proposals")
+        raise ConfigError("--eval-every evaluates with the model's RPN: not with --proposals")
     imdb = get_imdb(args.eval_imdb, cfg)
 
     def evaluate(model):

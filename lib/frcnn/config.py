@@ -151,7 +151,9 @@ NOT_USED = {
 
 def _check_used(key, value, default):
     if key in NOT_USED and not _same(value, default):
-        raise ValueError(f"config key {key} is not used by this port ({NOT_USED[key]})")
+        from frcnn.errors import ConfigError
+
+        raise ConfigError(f"config key {key} is not used by this port ({NOT_USED[key]})")
 
 
 def _same(a, b):

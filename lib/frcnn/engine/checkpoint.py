@@ -12,10 +12,11 @@ import time
 import numpy as np
 import torch
 
+from frcnn.errors import ConfigError
 from frcnn.utils import distributed as du
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(ConfigError):
     """Resuming a snapshot made with other settings."""
 
 

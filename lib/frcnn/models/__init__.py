@@ -77,7 +77,9 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
         raise ValueError(f"unknown model parts {sorted(unknown)}: use 'rpn' and/or 'head'")
     backbone = build_backbone(net, cfg, pretrained)
     if int(cfg.FEAT_STRIDE) != backbone.feat_stride:
-        raise ValueError(f"FEAT_STRIDE {cfg.FEAT_STRIDE} does not match {net}'s conv stride "
+        from frcnn.errors import ConfigError
+
+        raise ConfigError(f"FEAT_STRIDE {cfg.FEAT_STRIDE} does not match {net}'s conv stride "
                          f"{backbone.feat_stride}: remove FEAT_STRIDE from the cfg (the net sets it)")
     anchors = make_anchors(cfg.ANCHOR_RATIOS, cfg.ANCHOR_SCALES, backbone.feat_stride)
     rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, anchors) if "rpn" in parts else None
