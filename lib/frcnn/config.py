@@ -36,7 +36,7 @@ def _defaults():
     C.TRAIN.BBOX_NORMALIZE_STDS = (0.1, 0.1, 0.2, 0.2)
     C.TRAIN.PROPOSAL_METHOD = "gt"
     C.TRAIN.ASPECT_GROUPING = True
-    C.TRAIN.HAS_RPN = False
+    C.TRAIN.HAS_RPN = True              # reference default False (Fast R-CNN); False here = --proposals
     C.TRAIN.RPN_POSITIVE_OVERLAP = 0.7
     C.TRAIN.RPN_NEGATIVE_OVERLAP = 0.3
     C.TRAIN.RPN_CLOBBER_POSITIVES = False
@@ -55,7 +55,7 @@ def _defaults():
     C.TEST.MAX_SIZE = 1000
     C.TEST.NMS = 0.3
     C.TEST.BBOX_REG = True
-    C.TEST.HAS_RPN = False
+    C.TEST.HAS_RPN = True               # reference default False; False here = test_net --proposals
     C.TEST.PROPOSAL_METHOD = "selective_search"
     C.TEST.RPN_NMS_THRESH = 0.7
     C.TEST.RPN_PRE_NMS_TOP_N = 6000

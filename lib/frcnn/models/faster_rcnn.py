@@ -42,6 +42,18 @@ class RPNHead(nn.Module):
         for m in (self.rpn_conv, self.rpn_cls_score, self.rpn_bbox_pred):
             normal_init(m, 0.01)
 
+    def anchors_for(self, height, width, feat_stride):
+        """Shifted anchors [height * width * A, 4] of a feature map, cached by its size: training
+        sees few distinct blob sizes (aspect grouping), testing often one."""
+        key = (int(height), int(width), int(feat_stride), self.anchors.device)
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = shifted_anchors(height, width, feat_stride, self.anchors,
+                                         device=self.anchors.device)
+        return cache[key]
+
     def forward(self, feats):
         """feats: [B, C, H, W] -> (cls logits [B, H*W*A, 2] (bg, fg), deltas [B, H*W*A, 4])."""
         x = F.relu(self.rpn_conv(feats))
@@ -197,7 +209,7 @@ class FasterRCNN(nn.Module):
         if self.rpn is not None:
             cls, deltas = self.rpn(feats)
             cls, deltas = cls.float(), deltas.float()
-            anchors = shifted_anchors(H, W, self.backbone.feat_stride, self.rpn.anchors, device=feats.device)
+            anchors = self.rpn.anchors_for(H, W, self.backbone.feat_stride)
             if self.training:
                 if gt_boxes is None:
                     raise ValueError("training forward needs gt_boxes (list of [G, 5] tensors)")
