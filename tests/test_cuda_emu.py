@@ -10,21 +10,66 @@ gradients a GPU's atomics sum in another order: float32 results then agree withi
 which is what scripts/gpu_check.sh tests on a real GPU.)
 """
 import functools
+import os
 
 import numpy as np
 import pytest
 import torch
 
-try:
-    import frcnn._C_cuda_emu  # noqa: F401
-    EMU = torch.ops.frcnn_cuda_emu
-except ImportError as e:  # pragma: no cover - CI builds it
-    pytestmark = pytest.mark.skip(
-        reason=f"frcnn._C_cuda_emu is not built ({e}): run `make cuda-emu` (needs the CUDA "
-               "toolkit's headers, no GPU); CI builds it")
-    EMU = None
+import frcnn.ops  # noqa: F401 - loads frcnn._C (the CPU kernels)
 
-import frcnn.ops  # noqa: E402,F401 - loads frcnn._C (the CPU kernels)
+# FRCNN_CUDA_TEST_DEVICE=cuda runs the same seeded cases on a real GPU (scripts/gpu_check.sh):
+# the CUDA build's ops on CUDA tensors instead of the emulator. Emulator-only tests skip then.
+TARGET = os.environ.get("FRCNN_CUDA_TEST_DEVICE", "emu")
+# FRCNN_CUDA_TEST_QUICK=1: a tenth of the random cases (for compute-sanitizer's slow tools).
+QUICK = os.environ.get("FRCNN_CUDA_TEST_QUICK") == "1"
+EMU = None
+if TARGET == "emu":
+    try:
+        import frcnn._C_cuda_emu  # noqa: F401
+        EMU = torch.ops.frcnn_cuda_emu
+    except ImportError as e:  # pragma: no cover - CI builds it
+        pytestmark = pytest.mark.skip(
+            reason=f"frcnn._C_cuda_emu is not built ({e}): run `make cuda-emu` (needs the CUDA "
+                   "toolkit's headers, no GPU); CI builds it")
+elif TARGET == "cuda":
+    if not (torch.cuda.is_available() and getattr(frcnn.ops._ext._C, "WITH_CUDA", 0)):
+        pytestmark = pytest.mark.skip(reason="FRCNN_CUDA_TEST_DEVICE=cuda needs a GPU and a "
+                                             "FORCE_CUDA=1 build")
+else:
+    raise RuntimeError(f"FRCNN_CUDA_TEST_DEVICE must be emu or cuda, got {TARGET!r}")
+
+emu_only = pytest.mark.skipif(TARGET != "emu", reason="tests the emulator or its parameters")
+
+
+def ncases(n):
+    return max(1, n // 10) if QUICK else n
+
+
+class K:
+    """The CUDA kernels under test, on CPU tensors in and out: emulated, or on the GPU."""
+
+    @staticmethod
+    def nms(boxes, scores, thr, offset=1, shared_limit=48 * 1024):
+        if EMU is not None:
+            return EMU.nms(boxes, scores, thr, offset, shared_limit)
+        return torch.ops.frcnn.nms(boxes.cuda(), scores.cuda(), thr, offset).cpu()
+
+    @staticmethod
+    def roi_pool(x, rois, scale, ph, pw):
+        if EMU is not None:
+            return EMU.roi_pool(x, rois, scale, ph, pw)
+        out, arg = torch.ops.frcnn.roi_pool(x.cuda(), rois.cuda(), scale, ph, pw)
+        return out.cpu(), arg.cpu()
+
+    @staticmethod
+    def roi_pool_backward(g, rois, arg, *args):
+        if EMU is not None:
+            return EMU.roi_pool_backward(g, rois, arg, *args)
+        return torch.ops.frcnn.roi_pool_backward(g.cuda(), rois.cuda(), arg.cuda(), *args).cpu()
+
+
+DEVICE_WORD = "CPU" if TARGET == "emu" else "CUDA"  # the emulator's tensors live on the CPU
 
 SHARED_DEFAULT = 48 * 1024
 NMS_SIZES = [0, 1, 63, 64, 65, 127, 128, 129]
@@ -95,14 +140,14 @@ def test_nms_emulated_cuda_equals_cpu(dtype):
     rng = np.random.default_rng({torch.float32: 10, torch.float64: 11, torch.float16: 12}[dtype])
     sizes = NMS_SIZES * 5 + [int(v) for v in rng.integers(2, 300, size=290)]
     sizes += [500, 1000, 2000] if dtype == torch.float32 else [700]
-    sizes = sizes[:340]
+    sizes = sizes[:ncases(340)]
     for case, n in enumerate(sizes):
         boxes, scores = nms_case(rng, n, dtype)
         thr = float(rng.choice([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, rng.uniform(0, 0.95)]))
         offset = int(rng.integers(0, 2))
         # a third of the cases take the reduce kernel's global-memory `removed` path
         limit = 0 if case % 3 == 0 else SHARED_DEFAULT
-        got = EMU.nms(boxes, scores, thr, offset, limit)
+        got = K.nms(boxes, scores, thr, offset, limit)
         want = cpu_nms(boxes, scores, thr, offset)
         assert got.dtype == torch.int64
         assert torch.equal(got, want), (case, n, thr, offset, limit)
@@ -111,8 +156,8 @@ def test_nms_emulated_cuda_equals_cpu(dtype):
 def test_nms_large_global_and_shared_paths_agree():
     rng = np.random.default_rng(5)
     boxes, scores = nms_case(rng, 1500, torch.float64)
-    a = EMU.nms(boxes, scores, 0.6, 1, SHARED_DEFAULT)
-    b = EMU.nms(boxes, scores, 0.6, 1, 0)
+    a = K.nms(boxes, scores, 0.6, 1, SHARED_DEFAULT)
+    b = K.nms(boxes, scores, 0.6, 1, 0)
     assert torch.equal(a, b) and torch.equal(a, cpu_nms(boxes, scores, 0.6, 1))
 
 
@@ -120,7 +165,7 @@ def test_nms_bfloat16_compared_in_float32():
     rng = np.random.default_rng(6)
     for n in (65, 129):
         boxes, scores = nms_case(rng, n, torch.bfloat16)
-        assert torch.equal(EMU.nms(boxes, scores, 0.5, 1), cpu_nms(boxes, scores, 0.5, 1))
+        assert torch.equal(K.nms(boxes, scores, 0.5, 1), cpu_nms(boxes, scores, 0.5, 1))
 
 
 def test_nms_grid_limit_checked_before_allocating():
@@ -130,9 +175,10 @@ def test_nms_grid_limit_checked_before_allocating():
     boxes = torch.zeros(1, 4).expand(n, 4)
     scores = torch.zeros(1).expand(n)
     with pytest.raises(RuntimeError, match=r"grid.y limit of 65535 \(at most 4194240 boxes\)"):
-        EMU.nms(boxes, scores, 0.5)
+        K.nms(boxes, scores, 0.5)
 
 
+@emu_only
 def test_nms_mask_size_checked_before_allocating():
     boxes, scores = nms_case(np.random.default_rng(0), 1000, torch.float32)
     # 1000 x 16 words x 8 bytes = 128000 bytes
@@ -142,6 +188,7 @@ def test_nms_mask_size_checked_before_allocating():
                        cpu_nms(boxes, scores, 0.5, 1))
 
 
+@emu_only
 def test_nms_threads_mode_equals_fibers():
     rng = np.random.default_rng(8)
     boxes, scores = nms_case(rng, 129, torch.float32)
@@ -149,8 +196,8 @@ def test_nms_threads_mode_equals_fibers():
     EMU.set_mode("threads")
     try:
         assert EMU.mode() == "threads"
-        assert torch.equal(EMU.nms(boxes, scores, 0.4, 1, SHARED_DEFAULT), want)
-        assert torch.equal(EMU.nms(boxes, scores, 0.4, 1, 0), want)
+        assert torch.equal(K.nms(boxes, scores, 0.4, 1, SHARED_DEFAULT), want)
+        assert torch.equal(K.nms(boxes, scores, 0.4, 1, 0), want)
     finally:
         EMU.set_mode("fibers")
 
@@ -194,16 +241,16 @@ ROI_DTYPES = [  # (features, rois): float32 rois with every feature dtype, as un
 @pytest.mark.parametrize("dtype,roi_dtype", ROI_DTYPES)
 def test_roi_pool_emulated_cuda_equals_cpu(dtype, roi_dtype):
     rng = np.random.default_rng(100 + ROI_DTYPES.index((dtype, roi_dtype)))
-    for case in range(60):  # 4 dtype pairs x 60 = 240 cases, forward and backward
+    for case in range(ncases(60)):  # 4 dtype pairs x 60 = 240 cases, forward and backward
         x, rois_np, (ph, pw), scale = roi_case(rng, dtype)
         rois = torch.tensor(rois_np, dtype=roi_dtype)
-        out, arg = EMU.roi_pool(x, rois, scale, ph, pw)
+        out, arg = K.roi_pool(x, rois, scale, ph, pw)
         want_out, want_arg = cpu_roi_pool(x, rois, scale, ph, pw)
         assert out.dtype == dtype and arg.dtype == torch.int32
         assert torch.equal(arg, want_arg), case
         assert torch.equal(out, want_out), case
         g = torch.tensor(rng.integers(-8, 9, size=out.shape) / 4, dtype=dtype)  # dyadic
-        got = EMU.roi_pool_backward(g, rois, arg, scale, ph, pw, *x.shape)
+        got = K.roi_pool_backward(g, rois, arg, scale, ph, pw, *x.shape)
         want = cpu_roi_pool_backward(g, rois, want_arg, scale, ph, pw, x.shape)
         assert got.dtype == dtype and torch.equal(got, want), case
 
@@ -214,9 +261,9 @@ def test_roi_pool_backward_random_gradients_float32():
     for case in range(20):
         x, rois_np, (ph, pw), scale = roi_case(rng, torch.float32)
         rois = torch.tensor(rois_np, dtype=torch.float32)
-        out, arg = EMU.roi_pool(x, rois, scale, ph, pw)
+        out, arg = K.roi_pool(x, rois, scale, ph, pw)
         g = torch.randn(out.shape, generator=torch.Generator().manual_seed(case))
-        got = EMU.roi_pool_backward(g, rois, arg, scale, ph, pw, *x.shape)
+        got = K.roi_pool_backward(g, rois, arg, scale, ph, pw, *x.shape)
         want = torch.ops.frcnn.roi_pool_backward(g, rois, arg, scale, ph, pw, *x.shape)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
@@ -229,7 +276,7 @@ def test_roi_pool_mixed_dtypes_equal_cpu(feat, roi):
     for case in range(30):
         x, rois_np, (ph, pw), scale = roi_case(rng, feat)
         rois = torch.tensor(rois_np, dtype=roi)
-        out, arg = EMU.roi_pool(x, rois, scale, ph, pw)
+        out, arg = K.roi_pool(x, rois, scale, ph, pw)
         want_out, want_arg = torch.ops.frcnn.roi_pool(x, rois, scale, ph, pw)
         assert torch.equal(arg, want_arg) and torch.equal(out, want_out), case
 
@@ -244,13 +291,13 @@ def test_roi_pool_bins_follow_the_roi_dtype_not_the_features():
         x = x.float().double()  # representable in float32: the same argmax in both dtypes
         for rd in (torch.float32, torch.float64):
             rois = torch.tensor(rois_np, dtype=rd)
-            a32 = EMU.roi_pool(x.float(), rois, scale, ph, pw)[1]
-            a64 = EMU.roi_pool(x, rois, scale, ph, pw)[1]
+            a32 = K.roi_pool(x.float(), rois, scale, ph, pw)[1]
+            a64 = K.roi_pool(x, rois, scale, ph, pw)[1]
             assert torch.equal(a32, a64), (case, rd)
         xh = x.half()
         rh = torch.tensor(rois_np, dtype=torch.float16)
-        assert torch.equal(EMU.roi_pool(xh, rh, scale, ph, pw)[1],
-                           EMU.roi_pool(xh, rh.float(), scale, ph, pw)[1])
+        assert torch.equal(K.roi_pool(xh, rh, scale, ph, pw)[1],
+                           K.roi_pool(xh, rh.float(), scale, ph, pw)[1])
 
 
 def test_roi_pool_float32_rois_keep_half_pixel_steps_above_512():
@@ -258,8 +305,8 @@ def test_roi_pool_float32_rois_keep_half_pixel_steps_above_512():
     # round(600.75 * 0.5) = 300 but round(601 * 0.5) = 301.
     x = torch.arange(400.0).reshape(1, 1, 1, 400).half()
     rois = torch.tensor([[0, 600.75, 0, 600.75, 0]])
-    _, arg32 = EMU.roi_pool(x, rois, 0.5, 1, 1)
-    _, arg16 = EMU.roi_pool(x, rois.half(), 0.5, 1, 1)
+    _, arg32 = K.roi_pool(x, rois, 0.5, 1, 1)
+    _, arg16 = K.roi_pool(x, rois.half(), 0.5, 1, 1)
     assert arg32.item() == 300 and arg16.item() == 301
 
 
@@ -282,7 +329,7 @@ def test_roi_pool_bad_batch_index_is_an_error(bad, msg):
     rois[1, 0] = bad
     for rd in (torch.float32, torch.float64):
         with pytest.raises(RuntimeError, match=msg):
-            EMU.roi_pool(x, rois.to(rd), 0.5, 2, 2)
+            K.roi_pool(x, rois.to(rd), 0.5, 2, 2)
 
 
 def test_roi_pool_batch_index_truncates_toward_zero():
@@ -292,52 +339,58 @@ def test_roi_pool_batch_index_truncates_toward_zero():
     ok[2, 0] = -0.5  # -> 0
     ref = rois.clone()
     ref[1, 0], ref[2, 0] = 1, 0
-    assert torch.equal(EMU.roi_pool(x, ok, 0.5, 2, 2)[1], EMU.roi_pool(x, ref, 0.5, 2, 2)[1])
+    assert torch.equal(K.roi_pool(x, ok, 0.5, 2, 2)[1], K.roi_pool(x, ref, 0.5, 2, 2)[1])
 
 
 def test_roi_pool_non_finite_coordinate_is_an_error():
     x, rois = _pool_inputs()
     rois[2, 3] = float("-inf")
     with pytest.raises(RuntimeError, match=r"roi 2 has a non-finite coordinate"):
-        EMU.roi_pool(x, rois, 0.5, 2, 2)
+        K.roi_pool(x, rois, 0.5, 2, 2)
 
 
 def test_roi_pool_backward_checks_rois_and_argmax():
     x, rois = _pool_inputs()
-    out, arg = EMU.roi_pool(x, rois, 0.5, 2, 2)
+    out, arg = K.roi_pool(x, rois, 0.5, 2, 2)
     g = torch.ones_like(out)
     args = (0.5, 2, 2) + tuple(x.shape)
     bad = rois.clone()
     bad[0, 0] = 5
     with pytest.raises(RuntimeError, match=r"frcnn::roi_pool_backward: roi 0 has batch index 5"):
-        EMU.roi_pool_backward(g, bad, arg, *args)
+        K.roi_pool_backward(g, bad, arg, *args)
     for v in (72, 1000, -2):  # H * W = 72
         a = arg.clone()
         a[1, 2, 1, 0] = v
         with pytest.raises(RuntimeError, match=rf"argmax value {v} at flat index 22 is outside \[-1, 72\)"):
-            EMU.roi_pool_backward(g, rois, a, *args)
+            K.roi_pool_backward(g, rois, a, *args)
     with pytest.raises(RuntimeError, match="argmax must be int32"):
-        EMU.roi_pool_backward(g, rois, arg.long(), *args)
+        K.roi_pool_backward(g, rois, arg.long(), *args)
 
 
 def test_roi_pool_backward_same_device_check():
-    # A CPU argmax with CUDA grad would hand the kernel a host pointer: the glue refuses
-    # mixed devices. (Here: meta next to CPU, the emulator's device.)
+    # A CPU argmax with CUDA grad would hand the kernel a host pointer: the glue refuses mixed
+    # devices. On the emulator (CPU tensors) the odd one out is a meta tensor.
     x, rois = _pool_inputs()
-    out, arg = EMU.roi_pool(x, rois, 0.5, 2, 2)
+    out, arg = K.roi_pool(x, rois, 0.5, 2, 2)
     g = torch.ones_like(out)
     args = (0.5, 2, 2) + tuple(x.shape)
-    with pytest.raises(RuntimeError, match="grad, rois and argmax must be on the same CPU device"):
-        EMU.roi_pool_backward(g, rois, arg.to("meta"), *args)
-    with pytest.raises(RuntimeError, match="grad, rois and argmax must be on the same CPU device"):
-        EMU.roi_pool_backward(g, rois.to("meta"), arg, *args)
-    with pytest.raises(RuntimeError, match="input and rois must be on the same CPU device"):
-        EMU.roi_pool(x, rois.to("meta"), 0.5, 2, 2)
+    if TARGET == "emu":
+        bwd, fwd, dev, other = EMU.roi_pool_backward, EMU.roi_pool, (lambda t: t), "meta"
+    else:
+        bwd, fwd, dev, other = (torch.ops.frcnn.roi_pool_backward, torch.ops.frcnn.roi_pool,
+                                (lambda t: t.cuda()), "cpu")
+    msg = f"grad, rois and argmax must be on the same {DEVICE_WORD} device"
+    with pytest.raises(RuntimeError, match=msg):
+        bwd(dev(g), dev(rois), arg.to(other), *args)
+    with pytest.raises(RuntimeError, match=msg):
+        bwd(dev(g), rois.to(other), dev(arg), *args)
+    with pytest.raises(RuntimeError, match=f"input and rois must be on the same {DEVICE_WORD} device"):
+        fwd(dev(x), rois.to(other), 0.5, 2, 2)
 
 
 def test_roi_pool_backward_honours_deterministic_algorithms(capfd):
     x, rois = _pool_inputs()
-    out, arg = EMU.roi_pool(x, rois, 0.5, 2, 2)
+    out, arg = K.roi_pool(x, rois, 0.5, 2, 2)
     args = (0.5, 2, 2) + tuple(x.shape)
     before = torch.are_deterministic_algorithms_enabled()
     warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -345,31 +398,33 @@ def test_roi_pool_backward_honours_deterministic_algorithms(capfd):
         torch.use_deterministic_algorithms(True)
         with pytest.raises(RuntimeError, match=r"roi_pool_backward \(CUDA\) does not have a "
                                                "deterministic implementation"):
-            EMU.roi_pool_backward(torch.ones_like(out), rois, arg, *args)
+            K.roi_pool_backward(torch.ones_like(out), rois, arg, *args)
         torch.use_deterministic_algorithms(True, warn_only=True)
         capfd.readouterr()
-        EMU.roi_pool_backward(torch.ones_like(out), rois, arg, *args)  # warns (c10 -> stderr)
+        K.roi_pool_backward(torch.ones_like(out), rois, arg, *args)  # warns (c10 -> stderr)
         assert "does not have a deterministic implementation" in capfd.readouterr().err
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_before)
-    EMU.roi_pool_backward(torch.ones_like(out), rois, arg, *args)  # fine when off
+    K.roi_pool_backward(torch.ones_like(out), rois, arg, *args)  # fine when off
 
 
 def test_roi_pool_dtype_errors():
     x, rois = _pool_inputs()
     with pytest.raises(RuntimeError, match="rois must be float32 or float64"):
-        EMU.roi_pool(x, rois.half(), 0.5, 2, 2)  # half rois only with half features
+        K.roi_pool(x, rois.half(), 0.5, 2, 2)  # half rois only with half features
     with pytest.raises(RuntimeError, match="features must be float32, float64, float16 or bfloat16"):
-        EMU.roi_pool(x.int(), rois, 0.5, 2, 2)
+        K.roi_pool(x.int(), rois, 0.5, 2, 2)
 
 
 # ------------------------------------------------------------------- the emulator itself
+@emu_only
 def test_emulator_runs_every_thread_of_every_block():
     assert EMU.selftest("count", [3, 2, 2], [4, 3, 2], 0, 1).item() == 3 * 2 * 2 * 4 * 3 * 2
     ids = EMU.selftest("index", [3, 2, 2], [4, 3, 2], 0, 288)
     assert torch.equal(ids, torch.arange(288, dtype=torch.int32))
 
 
+@emu_only
 @pytest.mark.parametrize("mode", ["fibers", "threads"])
 def test_emulator_shared_memory_and_barrier(mode):
     EMU.set_mode(mode)
@@ -380,10 +435,12 @@ def test_emulator_shared_memory_and_barrier(mode):
         EMU.set_mode("fibers")
 
 
+@emu_only
 def test_emulator_dynamic_shared_memory_is_garbage():
     assert EMU.selftest("garbage", [1, 1, 1], [16, 1, 1], 16, 16).tolist() == [0xA5] * 16
 
 
+@emu_only
 @pytest.mark.parametrize("mode", ["fibers", "threads"])
 def test_emulator_reports_divergent_barrier(mode):
     EMU.set_mode(mode)
@@ -394,6 +451,7 @@ def test_emulator_reports_divergent_barrier(mode):
         EMU.set_mode("fibers")
 
 
+@emu_only
 @pytest.mark.parametrize("grid,block,shared,msg", [
     ([1, 1, 1], [1025, 1, 1], 0, r"1025 threads, CUDA allows at most 1024"),
     ([1, 1, 1], [32, 32, 2], 0, r"2048 threads"),

@@ -51,7 +51,8 @@ def main():
     # The kernels see the same restrictions as under torch's nvcc flags (no implicit half
     # conversions); -ffp-contract=off as the CPU kernels, so no fused multiply-adds.
     defines = [f for f in COMMON_NVCC_FLAGS if f.startswith("-D")]
-    cxx = ["-O2", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-pthread"] + defines
+    cxx = ["-O2", "-std=c++20", "-ffp-contract=off", "-fno-trapping-math", "-pthread"]
+    cxx += defines
     sources = ([os.path.join("csrc", "emu", "emu_ops.cpp"), os.path.join("csrc", "emu", "cuda_emu.cpp")]
                + wrappers())
     ext = CppExtension("frcnn._C_cuda_emu", sources,
