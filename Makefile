@@ -43,7 +43,7 @@ cuda-check:
 	    || { cat build/cuda-check/$$(basename $$f .cu).usage; exit 1; }; \
 	done
 	@echo "cuda-check: OK, $(words $(CU_SOURCES)) .cu files compiled for sm: $(CUDA_CHECK_ARCHS)"
-	@echo "cuda-check: registers / spills per kernel (nvcc --resource-usage), highest arch:"
+	@echo "cuda-check: registers / spills per kernel and architecture (nvcc --resource-usage):"
 	@cat build/cuda-check/*.usage | $(PYTHON) scripts/cuda_usage.py
 	@# CPU wheels ship c10/cuda's headers but not the generated cuda_cmake_macros.h: a stub
 	@# (searched after torch's own include directories) stands in for it.
