@@ -423,38 +423,51 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
     // Channel blocks whose planes (for every image) fit in ~32 KiB of accumulators; channels
     // never share a plane, so threads never write the same memory.
     const int64_t plane_bytes = batch_size * HW * static_cast<int64_t>(sizeof(acc_t));
-    const int64_t cblk = std::max<int64_t>(1, std::min<int64_t>(C, (32 << 10) / std::max<int64_t>(plane_bytes, 1)));
+    const int64_t cblk =
+        std::max<int64_t>(1, std::min<int64_t>(C, (128 << 10) / std::max<int64_t>(plane_bytes, 1)));
     const int64_t nblk = (C + cblk - 1) / cblk;
+    // float32/float64 accumulate in grad_input itself; half/bf16 in a float32 scratch block
+    // that is rounded into grad_input once.
+    constexpr bool direct = std::is_same_v<acc_t, scalar_t>;
     const int64_t nslots = std::max<int64_t>(1, at::get_num_threads());
-    std::vector<acc_t> acc_all(nslots * batch_size * cblk * HW);
+    std::vector<acc_t> acc_all(direct ? 0 : nslots * batch_size * cblk * HW);
     parallel_items(nblk, 1, [&](int64_t blk, int64_t slot) {
-      acc_t* acc = acc_all.data() + slot * batch_size * cblk * HW;
       const int64_t c0 = blk * cblk, cb = std::min(cblk, C - c0);
-      std::fill(acc, acc + batch_size * cblk * HW, acc_t(0));
+      acc_t* scratch = direct ? nullptr : acc_all.data() + slot * batch_size * cblk * HW;
+      // planes of channel c0 in image b; the block's planes of one image are consecutive
+      auto planes_of = [&](int64_t b) -> acc_t* {
+        if constexpr (direct) {
+          return reinterpret_cast<acc_t*>(gi + (b * C + c0) * HW);  // acc_t is scalar_t here
+        } else {
+          return scratch + b * cblk * HW;
+        }
+      };
+      for (int64_t b = 0; b < batch_size; ++b) std::fill(planes_of(b), planes_of(b) + cb * HW, acc_t(0));
       bool local_bad = false;
       // RoI order, then bin order: each plane's sum is formed as the reference forms it.
       for (int64_t i = 0; i < R; ++i) {
-        acc_t* planes = acc + bidx[i] * cblk * HW;
+        acc_t* planes = planes_of(bidx[i]);
+        const scalar_t* gp = gd + (i * C + c0) * P;
+        const int32_t* ap = ad + (i * C + c0) * P;
         for (int64_t c = 0; c < cb; ++c) {
           acc_t* plane = planes + c * HW;
-          const scalar_t* gp = gd + (i * C + c0 + c) * P;
-          const int32_t* ap = ad + (i * C + c0 + c) * P;
           for (int64_t p = 0; p < P; ++p) {
-            const int32_t k = ap[p];
+            const int32_t k = ap[c * P + p];
             if (static_cast<uint32_t>(k) < static_cast<uint32_t>(HW)) {
-              plane[k] += static_cast<acc_t>(gp[p]);
+              plane[k] += static_cast<acc_t>(gp[c * P + p]);
             } else if (k != -1) {
               local_bad = true;
             }
           }
         }
       }
-      for (int64_t b = 0; b < batch_size; ++b)
-        for (int64_t c = 0; c < cb; ++c) {
-          const acc_t* src = acc + (b * cblk + c) * HW;
-          scalar_t* dst = gi + (b * C + c0 + c) * HW;
-          for (int64_t k = 0; k < HW; ++k) dst[k] = static_cast<scalar_t>(src[k]);
+      if constexpr (!direct) {
+        for (int64_t b = 0; b < batch_size; ++b) {
+          const acc_t* src = planes_of(b);
+          scalar_t* dst = gi + (b * C + c0) * HW;
+          for (int64_t k = 0; k < cb * HW; ++k) dst[k] = static_cast<scalar_t>(src[k]);
         }
+      }
       if (local_bad) bad.store(true);
     });
   });
