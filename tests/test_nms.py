@@ -102,6 +102,21 @@ def test_nms_threshold_is_strict():
     assert nms(boxes, scores, 0.49, offset=0).tolist() == [0]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_nms_reduced_precision_runs_in_float32(dtype):
+    # bf16/half boxes or scores (autocast) are upcast to float32 (exact), so the result is the
+    # oracle's on the upcast values; mixed float32 boxes / reduced scores too.
+    rng = np.random.default_rng(5)
+    for case in range(120):
+        boxes, scores, thr, offset = random_case(rng, torch.float32)
+        b, s = boxes.to(dtype), scores.to(dtype)
+        want = nms_reference(b.float(), s.float(), thr, offset)
+        assert torch.equal(nms(b, s, thr, offset), want), case
+        assert torch.equal(torch.ops.frcnn.nms(b, s, thr, offset), want), case
+        want = nms_reference(boxes, s.float(), thr, offset)
+        assert torch.equal(nms(boxes, s, thr, offset), want), case
+
+
 def test_nms_bad_input():
     with pytest.raises(RuntimeError, match="boxes must be"):
         nms(torch.zeros(3, 5), torch.zeros(3), 0.5)

@@ -1,4 +1,6 @@
 """frcnn.ops.roi_pool against the Caffe oracle (frcnn.ops.reference.roi_pool_reference)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,161 @@ def test_negative_features_and_empty_inputs():
 def test_bad_batch_index():
     with pytest.raises(RuntimeError, match="batch index"):
         roi_pool(torch.rand(1, 1, 4, 4), torch.tensor([[1, 0, 0, 2, 2.0]]), 2, 1.0)
+
+
+# ---- the channels-last vectorised kernel, reduced precision and the RoI contract ----
+
+FEATURE_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def wide_case(rng, dtype, rois_dtype, C):
+    """random_case's geometry with C channels (the vectorised path works on blocks of 8/32
+    channels, with a scalar tail). Values are exact in dtype and in rois_dtype, so the oracle run
+    in rois_dtype (the contract's coordinate arithmetic) gives the exact expected values."""
+    _, rois, size, scale = random_case(rng, torch.float64)
+    B = int(rois[:, 0].max().item()) + 1 if len(rois) else 1
+    H, W = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+    if rng.random() < 0.5:  # ties
+        x = torch.tensor(rng.integers(-3, 4, size=(B, C, H, W)), dtype=torch.float64)
+    else:  # a post-ReLU map (many zeros) of values exact in float32 and in dtype
+        x = torch.tensor(rng.normal(size=(B, C, H, W))).float().to(dtype).double().relu()
+    return x.to(dtype), rois.to(rois_dtype), size, scale
+
+
+@pytest.mark.parametrize("dtype", FEATURE_DTYPES)
+@pytest.mark.parametrize("rois_dtype", [torch.float32, torch.float64])
+def test_wide_channels_and_mixed_dtypes_match_reference_exactly(dtype, rois_dtype):
+    # bf16/half: the max of a bin is one of the inputs and comparisons of upcast values are
+    # exact, so the forward is compared exactly with the oracle on the same (rounded) inputs;
+    # the backward sums bf16/half grads in float32 in the oracle's order and rounds once, so it is
+    # exact against the float32 oracle rounded to dtype. No tolerance anywhere.
+    rng = np.random.default_rng([int(rois_dtype == torch.float64), FEATURE_DTYPES.index(dtype)])
+    for case in range(60):
+        C = int(rng.choice([8, 16, 24, 32, 37, 40, 64, 67]))
+        x, rois, size, scale = wide_case(rng, dtype, rois_dtype, C)
+        out, arg = torch.ops.frcnn.roi_pool(x, rois, scale, *size)
+        want_out, want_arg = roi_pool_reference(x.to(rois_dtype), rois, size, scale)
+        assert out.dtype == dtype
+        assert torch.equal(arg, want_arg), case
+        assert torch.equal(out, want_out.to(dtype)), case
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        g = torch.randn(out.shape, dtype=torch.float64).to(dtype)
+        got = torch.ops.frcnn.roi_pool_backward(g, rois, arg, scale, *size, *x.shape)
+        want = roi_pool_backward_reference(g.to(acc), want_arg, rois, x.shape)
+        assert got.dtype == dtype and torch.equal(got, want.to(dtype)), case
+
+
+def test_channels_last_and_strided_inputs():
+    x = torch.randn(2, 40, 9, 11)
+    rois = torch.tensor([[0, 0, 0, 100, 80], [1, 20, 10, 60, 90], [1, -50, -50, 400, 400.0]])
+    out, arg = torch.ops.frcnn.roi_pool(x, rois, 1 / 8, 3, 2)
+    for xv in (x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3).contiguous().transpose(2, 3)):
+        o2, a2 = torch.ops.frcnn.roi_pool(xv, rois, 1 / 8, 3, 2)
+        assert torch.equal(o2, out) and torch.equal(a2, arg)
+
+
+@pytest.mark.parametrize("C", [3, 32])  # scalar path, vectorised path
+@pytest.mark.parametrize("dtype", FEATURE_DTYPES)
+def test_nan_and_inf_are_never_the_max(C, dtype):
+    # As the plane-walking kernel (and torchvision): `v > best` is false for NaN, so NaN is
+    # skipped; a bin of only NaN/-inf keeps the dtype's lowest value with argmax -1.
+    x = torch.zeros(1, C, 2, 3, dtype=dtype)
+    x[0, :, 0, 0] = float("nan")
+    x[0, :, 0, 1] = -1.0
+    x[0, :, 0, 2] = -2.0
+    x[0, :, 1, :] = torch.tensor([float("nan"), float("-inf"), float("nan")], dtype=dtype)
+    rois = torch.tensor([[0, 0, 0, 2, 0], [0, 0, 1, 2, 1.0]])  # row 0; row 1
+    out, arg = torch.ops.frcnn.roi_pool(x, rois, 1.0, 1, 1)
+    assert arg[0].flatten().tolist() == [1] * C and out[0].flatten().tolist() == [-1.0] * C
+    assert arg[1].flatten().tolist() == [-1] * C
+    assert out[1].flatten().tolist() == [torch.finfo(dtype).min] * C
+    g = torch.ones(out.shape, dtype=dtype)
+    gi = torch.ops.frcnn.roi_pool_backward(g, rois, arg, 1.0, 1, 1, *x.shape)
+    assert gi.sum().item() == C and (gi[0, :, 0, 1] == 1).all()
+
+
+def test_rois_keep_their_precision():
+    # Coordinates are never cast to the features' dtype. bf16 features, float32 rois: x1 = 599
+    # (bf16 would make it 600, and round(600 / 16 = 37.5) = 38, not 37).
+    x = torch.arange(50.0).repeat(1, 1, 2, 1)  # [1, 1, 2, 50], increasing along w
+    rois = torch.tensor([[0, 599, 0, 599, 0.0]])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        _, arg = torch.ops.frcnn.roi_pool(x.to(dtype), rois, 1 / 16, 1, 1)
+        assert arg.item() == 37, dtype
+        assert roi_pool(x.to(dtype), rois, 1, 1 / 16).item() == 37
+    # float64 rois, float32 features: the arithmetic is double (39.99999999 / 16 rounds to 2;
+    # in float32 the coordinate is 40.0 and 40 / 16 = 2.5 rounds to 3).
+    r64 = torch.tensor([[0, 39.99999999, 0, 39.99999999, 0]], dtype=torch.float64)
+    assert torch.ops.frcnn.roi_pool(x, r64, 1 / 16, 1, 1)[1].item() == 2
+    assert torch.ops.frcnn.roi_pool(x, r64.float(), 1 / 16, 1, 1)[1].item() == 3
+    # rois of a reduced dtype (the features' dtype, accepted for compatibility) work in float32
+    rb = rois.bfloat16()
+    assert torch.ops.frcnn.roi_pool(x.bfloat16(), rb, 1 / 16, 1, 1)[1].item() == 38
+
+
+def test_bf16_autograd_accumulates_in_float32():
+    # 300 RoIs route grad 1 to the same pixel: float32 sums to 300 (exact in bf16); a bf16
+    # accumulator would stop at 256 (256 + 1 rounds back to 256).
+    x = torch.ones(1, 8, 1, 1, dtype=torch.bfloat16, requires_grad=True)
+    rois = torch.zeros(300, 5)
+    roi_pool(x, rois, 1, 1.0).sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and (x.grad == 300).all()
+
+
+def test_backward_is_deterministic_with_threads():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 64, 19, 25, generator=g).relu()
+    xy = torch.rand(200, 2, generator=g) * 300
+    rois = torch.cat([torch.randint(0, 2, (200, 1), generator=g).float(), xy,
+                      xy + torch.rand(200, 2, generator=g) * 150], 1)
+    out, arg = torch.ops.frcnn.roi_pool(x, rois, 1 / 16, 7, 7)
+    gr = torch.randn(out.shape, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            o2, a2 = torch.ops.frcnn.roi_pool(x, rois, 1 / 16, 7, 7)
+            assert torch.equal(o2, out) and torch.equal(a2, arg)
+            results.append(torch.ops.frcnn.roi_pool_backward(gr, rois, arg, 1 / 16, 7, 7, *x.shape))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(r, results[0]) for r in results)
+    assert torch.equal(results[0], roi_pool_backward_reference(gr, arg, rois, x.shape))
+
+
+@pytest.mark.parametrize("roi, msg", [
+    ([2, 0, 0, 4, 4], "frcnn::roi_pool: roi 1 has batch index 2 outside [0, 2)"),
+    ([-1, 0, 0, 4, 4], "frcnn::roi_pool: roi 1 has batch index -1 outside [0, 2)"),
+    ([2.5, 0, 0, 4, 4], "frcnn::roi_pool: roi 1 has batch index 2.5 outside [0, 2)"),
+    ([0, 0, float("nan"), 4, 4], "frcnn::roi_pool: roi 1 has a non-finite coordinate"),
+    ([0, 0, 0, float("inf"), 4], "frcnn::roi_pool: roi 1 has a non-finite coordinate"),
+    ([float("nan"), 0, 0, 4, 4], "frcnn::roi_pool: roi 1 has a non-finite coordinate"),
+])
+@pytest.mark.parametrize("rois_dtype", [torch.float32, torch.float64])
+def test_contract_errors(roi, msg, rois_dtype):
+    x = torch.rand(2, 16, 4, 4)
+    rois = torch.tensor([[1.9, 0, 0, 4, 4], roi], dtype=rois_dtype)  # 1.9 truncates to 1: fine
+    with pytest.raises(RuntimeError, match=re.escape(msg)):
+        torch.ops.frcnn.roi_pool(x, rois, 1.0, 2, 2)
+    with pytest.raises(RuntimeError, match=re.escape(msg.replace("roi_pool", "roi_pool_backward"))):
+        torch.ops.frcnn.roi_pool_backward(torch.ones(2, 16, 2, 2), rois,
+                                          torch.zeros(2, 16, 2, 2, dtype=torch.int32),
+                                          1.0, 2, 2, 2, 16, 4, 4)
+    ok = torch.tensor([[1.9, 0, 0, 4, 4], [-0.5, 0, 0, 4, 4]], dtype=rois_dtype)  # -0.5 -> 0
+    assert torch.ops.frcnn.roi_pool(x, ok, 1.0, 2, 2)[0].shape == (2, 16, 2, 2)
+
+
+@pytest.mark.parametrize("bad", [-2, 16, 1 << 30])
+def test_backward_rejects_argmax_outside_the_map(bad):
+    rois = torch.tensor([[0, 0, 0, 3, 3.0]])
+    arg = torch.zeros(1, 8, 2, 2, dtype=torch.int32)
+    arg[0, 5, 1, 0] = bad
+    with pytest.raises(RuntimeError, match=re.escape(
+            f"frcnn::roi_pool_backward: argmax[0, 5, 1, 0] = {bad} is outside [-1, H * W = 16)")):
+        torch.ops.frcnn.roi_pool_backward(torch.ones(1, 8, 2, 2), rois, arg, 1.0, 2, 2, 1, 8, 4, 4)
+    with pytest.raises(RuntimeError, match="argmax must be int32"):
+        torch.ops.frcnn.roi_pool_backward(torch.ones(1, 8, 2, 2), rois, arg.long(), 1.0, 2, 2, 1, 8, 4, 4)
 
 
 def test_module_and_autograd_grad_matches_reference():

@@ -5,7 +5,9 @@
 Rows: NMS on 6000 RPN-like boxes (decoded anchors of a 38x50 map, thr 0.7) and 300 boxes @0.3
 vs a vectorised numpy greedy NMS (py-faster-rcnn's py_cpu_nms algorithm); bbox_overlaps
 20000x20 vs vectorised numpy; roi_pool forward+backward, 128 RoIs on a 512x38x50 map, vs a torch
-reference (one max per bin, autograd). With --device cuda: our CUDA kernels vs torchvision's.
+reference (one max per bin, autograd); roi_pool fwd and fwd+bwd on a post-ReLU map, float32 and
+bf16, 1 and 2 threads, vs torchvision.ops.roi_pool when torchvision is importable (our rows only
+otherwise). With --device cuda: our CUDA kernels vs torchvision's.
 Prints a markdown table with the time of each and the ratio (reference / ours).
 """
 import argparse
@@ -166,6 +168,72 @@ def cpu_rows(repeat):
     return rows
 
 
+def interleaved(fns, repeat):
+    """Median seconds of each fn, the fns called in turn (after one warm-up call each), so a
+    change in the machine's load affects all of them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def roi_pool_tv_rows(repeat, threads=(1, 2)):
+    """roi_pool vs torchvision.ops.roi_pool on the CPU: 128 RoIs on a post-ReLU 1x512x38x50 map
+    -> 7x7, forward and forward+backward, float32 and bfloat16, 1 and 2 threads. torchvision's
+    CPU roi_pool has no bf16 kernel (nor a CPU autocast rule), so its bf16 row is what a bf16
+    model has to do with it: upcast the map, pool in float32, cast back (timed). Without
+    torchvision the rows show ours only."""
+    try:
+        import torchvision
+        tv_pool = torchvision.ops.roi_pool
+    except ImportError:
+        print("torchvision is not installed: roi_pool rows without the torchvision baseline")
+        tv_pool = None
+    x32, rois = roi_inputs("cpu")
+    x32 = x32.relu()  # a conv5_3 map is post-ReLU: about half zeros, so many ties
+    g32 = torch.randn(128, 512, 7, 7, generator=torch.Generator().manual_seed(1))
+    rows = []
+    saved = torch.get_num_threads()
+    try:
+        for nt in threads:
+            torch.set_num_threads(nt)
+            for dtype in (torch.float32, torch.bfloat16):
+                x, g = x32.to(dtype), g32.to(dtype)
+                xr = x.clone().requires_grad_(True)
+                if tv_pool is not None:
+                    if dtype == torch.float32:
+                        assert torch.equal(roi_pool(x, rois, (7, 7), 1 / 16), tv_pool(x, rois, (7, 7), 1 / 16))
+
+                    def tv_fwd():
+                        return tv_pool(x.float(), rois, (7, 7), 1 / 16).to(dtype)
+
+                    def tv_fb():
+                        xr.grad = None
+                        tv_pool(xr.float(), rois, (7, 7), 1 / 16).to(dtype).backward(g)
+
+                def ours_fwd():
+                    return roi_pool(x, rois, (7, 7), 1 / 16)
+
+                def ours_fb():
+                    xr.grad = None
+                    roi_pool(xr, rois, (7, 7), 1 / 16).backward(g)
+
+                fns = [ours_fwd, ours_fb] + ([tv_fwd, tv_fb] if tv_pool else [])
+                t = interleaved(fns, repeat) + ([] if tv_pool else [float("nan")] * 2)
+                name = "float32" if dtype == torch.float32 else "bf16"
+                ref = "torchvision.ops.roi_pool" + ("" if dtype == torch.float32 else " (f32 upcast)")
+                rows.append((f"roi_pool fwd {name}, {nt} thread{'s' * (nt > 1)}", ref, t[0], t[2]))
+                rows.append((f"roi_pool fwd+bwd {name}, {nt} thread{'s' * (nt > 1)}", ref, t[1], t[3]))
+    finally:
+        torch.set_num_threads(saved)
+    return rows
+
+
 def cuda_rows(repeat):
     try:
         import torchvision
@@ -201,16 +269,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--roi-pool-only", action="store_true",
+                    help="only the roi_pool rows against torchvision (CPU)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
           + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run without --device cuda")
-    rows = cpu_rows(args.repeat) if args.device == "cpu" else cuda_rows(args.repeat)
+    if args.device == "cuda":
+        rows = cuda_rows(args.repeat)
+    else:
+        rows = ([] if args.roi_pool_only else cpu_rows(args.repeat)) + roi_pool_tv_rows(args.repeat)
     print("| op | reference | ours (ms) | reference (ms) | speed-up |")
     print("|---|---|---:|---:|---:|")
     for name, ref_name, ours, ref in rows:
-        print(f"| {name} | {ref_name} | {ours * 1e3:.3f} | {ref * 1e3:.3f} | {ref / ours:.1f}x |")
+        if ref != ref:  # NaN: no baseline in this environment
+            print(f"| {name} | {ref_name} (not installed) | {ours * 1e3:.3f} | - | - |")
+        else:
+            print(f"| {name} | {ref_name} | {ours * 1e3:.3f} | {ref * 1e3:.3f} | {ref / ours:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,16 @@ int64_t nms_kernel(const scalar_t* boxes, const int64_t* order, int64_t n, doubl
   return nkeep;
 }
 
-at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+bool reduced(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+at::Tensor nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, double iou_threshold,
                    int64_t offset) {
+  // float16/bfloat16 inputs (autocast) run in float32: the upcast is exact, keeps the score
+  // order, and the IoU is computed as for float32 boxes (the contract: NMS on float32).
+  const at::Tensor boxes = reduced(boxes_in) ? boxes_in.to(at::kFloat) : boxes_in;
+  const at::Tensor scores = reduced(scores_in) ? scores_in.to(at::kFloat) : scores_in;
   TORCH_CHECK(boxes.device().is_cpu() && scores.device().is_cpu(),
               "frcnn::nms (CPU): boxes and scores must be CPU tensors");
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4,

@@ -3,17 +3,22 @@ import torch
 
 from . import _ext
 
+_REDUCED = (torch.float16, torch.bfloat16)
+
 
 def nms(boxes, scores, iou_threshold, offset=1):
     """Greedy NMS.
 
     boxes: [N, 4] float, (x1, y1, x2, y2) in pixels
-    scores: [N] float, same dtype and device as boxes
+    scores: [N] float, same dtype and device as boxes; float16/bfloat16 boxes or scores (e.g.
+        under autocast) are upcast to float32 here (exact; the IoU is then float32 arithmetic)
     iou_threshold: a box is suppressed when its IoU with a kept box is > this
     offset: 1 (w = x2 - x1 + 1, py-faster-rcnn) or 0 (continuous coordinates)
     returns: [K] int64 indices into boxes, by descending score (ties: lower index first)
     """
     _ext.require(boxes, scores)
+    if boxes.dtype in _REDUCED or scores.dtype in _REDUCED:
+        boxes, scores = boxes.float(), scores.float()
     return torch.ops.frcnn.nms(boxes, scores, float(iou_threshold), int(offset))
 
 

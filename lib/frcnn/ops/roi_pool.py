@@ -15,16 +15,18 @@ def _pair(output_size):
 def roi_pool(features, rois, output_size, spatial_scale):
     """RoI max pooling with py-faster-rcnn's (Caffe) semantics.
 
-    features: [B, C, H, W] float (float32/float64; half too on CUDA)
-    rois: [R, 5] (cast to the dtype of features), (batch_idx, x1, y1, x2, y2) in image pixels
+    features: [B, C, H, W] float32/float64/bfloat16/float16 (bf16 e.g. under CPU autocast)
+    rois: [R, 5] (batch_idx, x1, y1, x2, y2) in image pixels, float32 or float64 whatever the
+        features' dtype (never cast to half: round(x * scale) would change above 512 px); bin
+        arithmetic in float64 for float64 rois, else float32. A batch index outside [0, B) or a
+        non-finite value raises a RuntimeError naming the RoI.
     output_size: int or (pooled_h, pooled_w)
     spatial_scale: image -> feature map scale (1/16 for VGG16 conv5_3)
-    returns: [R, C, pooled_h, pooled_w]; empty bins are 0
+    returns: [R, C, pooled_h, pooled_w] in the features' dtype; empty bins are 0. The gradient
+        of bf16/half features is accumulated in float32 and rounded once.
     """
     _ext.require(features, rois)
     ph, pw = _pair(output_size)
-    if rois.dtype != features.dtype:  # e.g. float32 rois with half features under autocast
-        rois = rois.to(features.dtype)
     out, _ = torch.ops.frcnn.roi_pool(features, rois, float(spatial_scale), ph, pw)
     return out
 

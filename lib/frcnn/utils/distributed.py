@@ -190,7 +190,7 @@ class ImageGenerators:
     """torch.Generators (on `device`) reseeded for each batch: one per image of this rank.
 
     `for_batch(k, first_pos, n)` -> n generators for global positions first_pos .. first_pos+n-1
-    of batch k; set them as `model.generator` (a list: one per image) before the forward.
+    of batch k; pass them to the forward as `generators=` (one per image).
     """
 
     def __init__(self, seed, device="cpu"):
