@@ -43,7 +43,9 @@ def extensions():
     # -fno-trapping-math lets gcc vectorise the branch-free NMS loop (no result changes).
     # -fopenmp so at::parallel_for runs in parallel (it is serial without _OPENMP); libgomp is
     # the one torch already loaded (same soname).
-    cxx = ["-O3", "-fopenmp", "-fno-trapping-math"]
+    # -ffp-contract=off: no fused multiply-adds (gcc fuses by default where the target has FMA,
+    # e.g. -march=native or aarch64), so the CPU kernels round like the CUDA ones (--fmad=false).
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off"]
     define_macros = []
     build_cuda, reason = want_cuda()
     if build_cuda:

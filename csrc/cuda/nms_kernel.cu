@@ -50,14 +50,16 @@ template <bool kShared>
 __global__ void nms_reduce_kernel(const unsigned long long* __restrict__ mask, int n,
                                   int col_blocks, unsigned long long* removed_global,
                                   uint8_t* __restrict__ keep) {
-  extern __shared__ unsigned long long removed_shared[];
+  FRCNN_DYNAMIC_SHARED(unsigned long long, removed_shared);
   unsigned long long* removed = kShared ? removed_shared : removed_global;
   for (int t = threadIdx.x; t < col_blocks; t += blockDim.x) removed[t] = 0;
   __syncthreads();
   for (int i = 0; i < n; ++i) {
     const int word = i / kNmsBlock;
     const bool kept = !((removed[word] >> (i % kNmsBlock)) & 1ULL);
+#if !defined(FRCNN_EMU_DROP_BARRIER)  // only the emulator's sanitizer self-test defines it
     __syncthreads();  // everyone has read removed[word] before anyone updates it
+#endif
     if (kept) {
       if (threadIdx.x == 0) keep[i] = 1;
       const unsigned long long* row = mask + static_cast<int64_t>(i) * col_blocks;
@@ -71,23 +73,23 @@ __global__ void nms_reduce_kernel(const unsigned long long* __restrict__ mask, i
 
 template <typename T>
 cudaError_t nms_impl(const T* boxes, int64_t n, double thr, int offset, unsigned long long* mask,
-                     unsigned long long* removed, uint8_t* keep, cudaStream_t stream) {
+                     unsigned long long* removed, uint8_t* keep, cudaStream_t stream,
+                     int64_t shared_limit) {
   if (n == 0) return cudaSuccess;
   const int col_blocks = static_cast<int>(nms_col_blocks(n));
-  dim3 grid(col_blocks, col_blocks);
-  nms_mask_kernel<T><<<grid, kNmsBlock, 0, stream>>>(boxes, static_cast<int>(n), col_blocks,
-                                                     static_cast<T>(thr), static_cast<T>(offset),
-                                                     mask);
+  const dim3 grid(col_blocks, col_blocks);
+  FRCNN_LAUNCH(grid, kNmsBlock, 0, stream, nms_mask_kernel<T>)(
+      boxes, static_cast<int>(n), col_blocks, static_cast<T>(thr), static_cast<T>(offset), mask);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const size_t shared = static_cast<size_t>(col_blocks) * sizeof(unsigned long long);
+  const int64_t shared = static_cast<int64_t>(col_blocks) * sizeof(unsigned long long);
   const int threads = 256;
-  if (shared <= 48 * 1024) {
-    nms_reduce_kernel<true><<<1, threads, shared, stream>>>(mask, static_cast<int>(n), col_blocks,
-                                                            removed, keep);
+  if (shared <= shared_limit) {
+    FRCNN_LAUNCH(1, threads, shared, stream, nms_reduce_kernel<true>)(
+        mask, static_cast<int>(n), col_blocks, removed, keep);
   } else {
-    nms_reduce_kernel<false><<<1, threads, 0, stream>>>(mask, static_cast<int>(n), col_blocks,
-                                                        removed, keep);
+    FRCNN_LAUNCH(1, threads, 0, stream, nms_reduce_kernel<false>)(
+        mask, static_cast<int>(n), col_blocks, removed, keep);
   }
   return cudaGetLastError();
 }
@@ -96,15 +98,15 @@ cudaError_t nms_impl(const T* boxes, int64_t n, double thr, int offset, unsigned
 
 cudaError_t nms_launch(Dtype dtype, const void* boxes, int64_t n, double iou_threshold, int offset,
                        unsigned long long* mask, unsigned long long* removed, uint8_t* keep,
-                       cudaStream_t stream) {
-  if (n > (int64_t(1) << 22)) return cudaErrorInvalidValue;  // grid.y limit (65535 blocks)
+                       cudaStream_t stream, int64_t shared_limit) {
+  if (n < 0 || n > kNmsMaxBoxes) return cudaErrorInvalidValue;  // grid.y <= 65535 row blocks
   switch (dtype) {
     case kFloat32:
       return nms_impl(static_cast<const float*>(boxes), n, iou_threshold, offset, mask, removed,
-                      keep, stream);
+                      keep, stream, shared_limit);
     case kFloat64:
       return nms_impl(static_cast<const double*>(boxes), n, iou_threshold, offset, mask, removed,
-                      keep, stream);
+                      keep, stream, shared_limit);
     default:
       return cudaErrorInvalidValue;
   }

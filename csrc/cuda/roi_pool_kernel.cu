@@ -1,5 +1,6 @@
 // Caffe RoI max pooling on CUDA: one thread per output element (forward) and per grad element
 // (backward, atomics into the input gradient). Pure CUDA, no torch.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cfloat>
@@ -10,9 +11,11 @@ namespace frcnn {
 namespace cuda {
 namespace {
 
-// Coordinate arithmetic type: the input dtype, as Caffe; float for half.
+// Values are compared in Acc<T> (float for half/bfloat16). The coordinate arithmetic is done
+// in the RoIs' type C (float32 or float64), whatever the feature dtype (docs: RoI contract).
 template <typename T> struct Acc { using type = T; };
 template <> struct Acc<__half> { using type = float; };
+template <> struct Acc<__nv_bfloat16> { using type = float; };
 
 __device__ __forceinline__ float c_round(float v) { return roundf(v); }  // half away from zero
 __device__ __forceinline__ double c_round(double v) { return round(v); }
@@ -25,13 +28,19 @@ __device__ __forceinline__ double lowest(double) { return -DBL_MAX; }
 
 template <typename T> __device__ __forceinline__ typename Acc<T>::type to_acc(T v) { return v; }
 template <> __device__ __forceinline__ float to_acc<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_acc<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 template <typename T> __device__ __forceinline__ T from_acc(typename Acc<T>::type v) { return v; }
 template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
 
-template <typename T>
+template <typename T, typename Co>
 __global__ void roi_pool_forward_kernel(int64_t total, const T* __restrict__ input,
-                                        const T* __restrict__ rois, int C, int H, int W, int PH,
-                                        int PW, typename Acc<T>::type scale, T* __restrict__ output,
+                                        const Co* __restrict__ rois, int C, int H, int W, int PH,
+                                        int PW, Co scale, T* __restrict__ output,
                                         int32_t* __restrict__ argmax) {
   using A = typename Acc<T>::type;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -40,20 +49,20 @@ __global__ void roi_pool_forward_kernel(int64_t total, const T* __restrict__ inp
     const int ph = (idx / PW) % PH;
     const int c = (idx / PW / PH) % C;
     const int64_t r = idx / PW / PH / C;
-    const T* roi = rois + r * 5;
-    const int64_t b = static_cast<int64_t>(to_acc(roi[0]));
-    const int start_w = static_cast<int>(c_round(to_acc(roi[1]) * scale));
-    const int start_h = static_cast<int>(c_round(to_acc(roi[2]) * scale));
-    const int end_w = static_cast<int>(c_round(to_acc(roi[3]) * scale));
-    const int end_h = static_cast<int>(c_round(to_acc(roi[4]) * scale));
+    const Co* roi = rois + r * 5;
+    const int64_t b = static_cast<int64_t>(roi[0]);  // truncation, as Caffe's int cast
+    const int start_w = static_cast<int>(c_round(roi[1] * scale));
+    const int start_h = static_cast<int>(c_round(roi[2] * scale));
+    const int end_w = static_cast<int>(c_round(roi[3] * scale));
+    const int end_h = static_cast<int>(c_round(roi[4] * scale));
     const int roi_w = max(end_w - start_w + 1, 1);
     const int roi_h = max(end_h - start_h + 1, 1);
-    const A bin_h = static_cast<A>(roi_h) / static_cast<A>(PH);
-    const A bin_w = static_cast<A>(roi_w) / static_cast<A>(PW);
-    int hs = static_cast<int>(c_floor(static_cast<A>(ph) * bin_h));
-    int ws = static_cast<int>(c_floor(static_cast<A>(pw) * bin_w));
-    int he = static_cast<int>(c_ceil(static_cast<A>(ph + 1) * bin_h));
-    int we = static_cast<int>(c_ceil(static_cast<A>(pw + 1) * bin_w));
+    const Co bin_h = static_cast<Co>(roi_h) / static_cast<Co>(PH);
+    const Co bin_w = static_cast<Co>(roi_w) / static_cast<Co>(PW);
+    int hs = static_cast<int>(c_floor(static_cast<Co>(ph) * bin_h));
+    int ws = static_cast<int>(c_floor(static_cast<Co>(pw) * bin_w));
+    int he = static_cast<int>(c_ceil(static_cast<Co>(ph + 1) * bin_h));
+    int we = static_cast<int>(c_ceil(static_cast<Co>(pw + 1) * bin_w));
     hs = min(max(hs + start_h, 0), H);
     he = min(max(he + start_h, 0), H);
     ws = min(max(ws + start_w, 0), W);
@@ -76,9 +85,9 @@ __global__ void roi_pool_forward_kernel(int64_t total, const T* __restrict__ inp
   }
 }
 
-template <typename T, typename G>
+template <typename T, typename G, typename Co>
 __global__ void roi_pool_backward_kernel(int64_t total, const T* __restrict__ grad,
-                                         const T* __restrict__ rois,
+                                         const Co* __restrict__ rois,
                                          const int32_t* __restrict__ argmax, int C, int H, int W,
                                          int PH, int PW, G* __restrict__ grad_input) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -87,7 +96,7 @@ __global__ void roi_pool_backward_kernel(int64_t total, const T* __restrict__ gr
     if (a < 0) continue;
     const int c = (idx / PW / PH) % C;
     const int64_t r = idx / PW / PH / C;
-    const int64_t b = static_cast<int64_t>(to_acc(rois[r * 5]));
+    const int64_t b = static_cast<int64_t>(rois[r * 5]);
     atomicAdd(grad_input + (b * C + c) * static_cast<int64_t>(H) * W + a,
               static_cast<G>(to_acc(grad[idx])));
   }
@@ -98,69 +107,102 @@ inline int blocks_for(int64_t total, int threads) {
   return static_cast<int>(want < 65536 ? want : 65536);  // grid-stride loops cover the rest
 }
 
-template <typename T>
+template <typename T, typename Co>
 cudaError_t forward_impl(const void* input, const void* rois, int64_t R, int64_t C, int64_t H,
                          int64_t W, int64_t PH, int64_t PW, double scale, void* output,
                          int32_t* argmax, cudaStream_t stream) {
   const int64_t total = R * C * PH * PW;
   if (total == 0) return cudaSuccess;
   const int threads = 256;
-  roi_pool_forward_kernel<T><<<blocks_for(total, threads), threads, 0, stream>>>(
-      total, static_cast<const T*>(input), static_cast<const T*>(rois), static_cast<int>(C),
+  FRCNN_LAUNCH(blocks_for(total, threads), threads, 0, stream, roi_pool_forward_kernel<T, Co>)(
+      total, static_cast<const T*>(input), static_cast<const Co*>(rois), static_cast<int>(C),
       static_cast<int>(H), static_cast<int>(W), static_cast<int>(PH), static_cast<int>(PW),
-      static_cast<typename Acc<T>::type>(scale), static_cast<T*>(output), argmax);
+      static_cast<Co>(scale), static_cast<T*>(output), argmax);
   return cudaGetLastError();
 }
 
-template <typename T, typename G>
+template <typename T, typename G, typename Co>
 cudaError_t backward_impl(const void* grad, const void* rois, const int32_t* argmax, int64_t R,
                           int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
                           void* grad_input, cudaStream_t stream) {
   const int64_t total = R * C * PH * PW;
   if (total == 0) return cudaSuccess;
   const int threads = 256;
-  roi_pool_backward_kernel<T, G><<<blocks_for(total, threads), threads, 0, stream>>>(
-      total, static_cast<const T*>(grad), static_cast<const T*>(rois), argmax,
+  FRCNN_LAUNCH(blocks_for(total, threads), threads, 0, stream,
+               roi_pool_backward_kernel<T, G, Co>)(
+      total, static_cast<const T*>(grad), static_cast<const Co*>(rois), argmax,
       static_cast<int>(C), static_cast<int>(H), static_cast<int>(W), static_cast<int>(PH),
       static_cast<int>(PW), static_cast<G*>(grad_input));
   return cudaGetLastError();
 }
 
-}  // namespace
-
-cudaError_t roi_pool_forward_launch(Dtype dtype, const void* input, const void* rois, int64_t R,
-                                    int64_t C, int64_t H, int64_t W, int64_t pooled_h,
-                                    int64_t pooled_w, double spatial_scale, void* output,
-                                    int32_t* argmax, cudaStream_t stream) {
+template <typename Co>
+cudaError_t forward_dtype(Dtype dtype, const void* input, const void* rois, int64_t R, int64_t C,
+                          int64_t H, int64_t W, int64_t PH, int64_t PW, double scale,
+                          void* output, int32_t* argmax, cudaStream_t stream) {
   switch (dtype) {
     case kFloat32:
-      return forward_impl<float>(input, rois, R, C, H, W, pooled_h, pooled_w, spatial_scale,
-                                 output, argmax, stream);
+      return forward_impl<float, Co>(input, rois, R, C, H, W, PH, PW, scale, output, argmax,
+                                     stream);
     case kFloat64:
-      return forward_impl<double>(input, rois, R, C, H, W, pooled_h, pooled_w, spatial_scale,
-                                  output, argmax, stream);
+      return forward_impl<double, Co>(input, rois, R, C, H, W, PH, PW, scale, output, argmax,
+                                      stream);
     case kFloat16:
-      return forward_impl<__half>(input, rois, R, C, H, W, pooled_h, pooled_w, spatial_scale,
-                                  output, argmax, stream);
+      return forward_impl<__half, Co>(input, rois, R, C, H, W, PH, PW, scale, output, argmax,
+                                      stream);
+    case kBFloat16:
+      return forward_impl<__nv_bfloat16, Co>(input, rois, R, C, H, W, PH, PW, scale, output,
+                                             argmax, stream);
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t roi_pool_backward_launch(Dtype dtype, const void* grad, const void* rois,
-                                     const int32_t* argmax, int64_t R, int64_t C, int64_t H,
-                                     int64_t W, int64_t pooled_h, int64_t pooled_w,
-                                     void* grad_input, cudaStream_t stream) {
+template <typename Co>
+cudaError_t backward_dtype(Dtype dtype, const void* grad, const void* rois, const int32_t* argmax,
+                           int64_t R, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                           void* grad_input, cudaStream_t stream) {
   switch (dtype) {
     case kFloat32:
-      return backward_impl<float, float>(grad, rois, argmax, R, C, H, W, pooled_h, pooled_w,
-                                         grad_input, stream);
+      return backward_impl<float, float, Co>(grad, rois, argmax, R, C, H, W, PH, PW, grad_input,
+                                             stream);
     case kFloat64:
-      return backward_impl<double, double>(grad, rois, argmax, R, C, H, W, pooled_h, pooled_w,
-                                           grad_input, stream);
+      return backward_impl<double, double, Co>(grad, rois, argmax, R, C, H, W, PH, PW,
+                                               grad_input, stream);
     case kFloat16:
-      return backward_impl<__half, float>(grad, rois, argmax, R, C, H, W, pooled_h, pooled_w,
-                                          grad_input, stream);
+      return backward_impl<__half, float, Co>(grad, rois, argmax, R, C, H, W, PH, PW, grad_input,
+                                              stream);
+    case kBFloat16:
+      return backward_impl<__nv_bfloat16, float, Co>(grad, rois, argmax, R, C, H, W, PH, PW,
+                                                     grad_input, stream);
   }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t roi_pool_forward_launch(Dtype dtype, Dtype roi_dtype, const void* input,
+                                    const void* rois, int64_t R, int64_t C, int64_t H, int64_t W,
+                                    int64_t pooled_h, int64_t pooled_w, double spatial_scale,
+                                    void* output, int32_t* argmax, cudaStream_t stream) {
+  if (roi_dtype == kFloat32)
+    return forward_dtype<float>(dtype, input, rois, R, C, H, W, pooled_h, pooled_w, spatial_scale,
+                                output, argmax, stream);
+  if (roi_dtype == kFloat64)
+    return forward_dtype<double>(dtype, input, rois, R, C, H, W, pooled_h, pooled_w,
+                                 spatial_scale, output, argmax, stream);
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t roi_pool_backward_launch(Dtype dtype, Dtype roi_dtype, const void* grad,
+                                     const void* rois, const int32_t* argmax, int64_t R,
+                                     int64_t C, int64_t H, int64_t W, int64_t pooled_h,
+                                     int64_t pooled_w, void* grad_input, cudaStream_t stream) {
+  if (roi_dtype == kFloat32)
+    return backward_dtype<float>(dtype, grad, rois, argmax, R, C, H, W, pooled_h, pooled_w,
+                                 grad_input, stream);
+  if (roi_dtype == kFloat64)
+    return backward_dtype<double>(dtype, grad, rois, argmax, R, C, H, W, pooled_h, pooled_w,
+                                  grad_input, stream);
   return cudaErrorInvalidValue;
 }
 

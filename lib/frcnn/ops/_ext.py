@@ -13,9 +13,18 @@ except ImportError as e:  # not built: the ops raise on use, with what to do
 LOADED = _C is not None
 
 
-def require():
-    """Raises a RuntimeError saying how to build the ops when frcnn._C is missing."""
+def require(*tensors):
+    """Raises a RuntimeError saying how to build the ops when frcnn._C is missing, or when a
+    CUDA tensor reaches a build without CUDA kernels (instead of the dispatcher's "Could not
+    run 'frcnn::nms' with arguments from the 'CUDA' backend")."""
     if _C is None:
         raise RuntimeError(
             "frcnn ops are not built: run make (in the repository root; it runs "
             f"`python setup.py build_ext --inplace`). Import error: {_ERROR}")
+    for t in tensors:
+        if getattr(t, "is_cuda", False) and not getattr(_C, "WITH_CUDA", 0):
+            raise RuntimeError(
+                f"frcnn ops got a CUDA tensor ({t.device}) but {_C.__file__} was built without "
+                "CUDA kernels. Rebuild with them: FORCE_CUDA=1 make build (needs the CUDA "
+                "toolkit and a CUDA build of torch; see README, GPU build), or move the "
+                "tensors to the CPU.")

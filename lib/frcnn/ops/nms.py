@@ -13,7 +13,7 @@ def nms(boxes, scores, iou_threshold, offset=1):
     offset: 1 (w = x2 - x1 + 1, py-faster-rcnn) or 0 (continuous coordinates)
     returns: [K] int64 indices into boxes, by descending score (ties: lower index first)
     """
-    _ext.require()
+    _ext.require(boxes, scores)
     return torch.ops.frcnn.nms(boxes, scores, float(iou_threshold), int(offset))
 
 

@@ -21,7 +21,7 @@ def roi_pool(features, rois, output_size, spatial_scale):
     spatial_scale: image -> feature map scale (1/16 for VGG16 conv5_3)
     returns: [R, C, pooled_h, pooled_w]; empty bins are 0
     """
-    _ext.require()
+    _ext.require(features, rois)
     ph, pw = _pair(output_size)
     if rois.dtype != features.dtype:  # e.g. float32 rois with half features under autocast
         rois = rois.to(features.dtype)
