@@ -7,7 +7,10 @@ vs a vectorised numpy greedy NMS (py-faster-rcnn's py_cpu_nms algorithm); bbox_o
 20000x20 vs vectorised numpy; roi_pool forward+backward, 128 RoIs on a 512x38x50 map, vs a torch
 reference (one max per bin, autograd); roi_pool fwd and fwd+bwd on a post-ReLU map, float32 and
 bf16, 1 and 2 threads, vs torchvision.ops.roi_pool when torchvision is importable (our rows only
-otherwise). With --device cuda: our CUDA kernels vs torchvision's.
+otherwise); roi_align 7x7 (sampling ratio 2 and adaptive, aligned) at test time (300 RoIs,
+forward) and in training (128 RoIs, forward+backward) vs torchvision's CPU roi_align when
+torchvision is importable, else vs a vectorised torch gather version (ratio 2 only).
+With --device cuda: our CUDA kernels vs torchvision's.
 Prints a markdown table with the time of each and the ratio (reference / ours).
 """
 import argparse
@@ -21,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 
-from frcnn.ops import nms, roi_pool  # noqa: E402
+from frcnn.ops import nms, roi_align, roi_pool  # noqa: E402
 from frcnn.utils.cython_bbox import bbox_overlaps  # noqa: E402
 
 ANCHORS = [[-84, -40, 99, 55], [-176, -88, 191, 103], [-360, -184, 375, 199],
@@ -106,6 +109,79 @@ def torch_roi_pool(x, rois, size, scale):
     return torch.stack(out)
 
 
+def torch_roi_align(x, rois, size, scale, sampling_ratio, aligned):
+    """RoIAlign with a fixed sampling ratio, vectorised over RoIs with torch gathers (autograd
+    gives the backward): the baseline when torchvision is not installed."""
+    ph_n, pw_n = size
+    g = sampling_ratio
+    _, C, H, W = x.shape
+    off = 0.5 if aligned else 0.0
+    x1, y1 = rois[:, 1] * scale - off, rois[:, 2] * scale - off
+    rw, rh = rois[:, 3] * scale - off - x1, rois[:, 4] * scale - off - y1
+    if not aligned:
+        rw, rh = rw.clamp(min=1), rh.clamp(min=1)
+    fy = (torch.arange(ph_n * g, dtype=x.dtype) + 0.5) / g  # sample positions in bin units
+    fx = (torch.arange(pw_n * g, dtype=x.dtype) + 0.5) / g
+    ys = y1[:, None] + fy[None] * (rh / ph_n)[:, None]  # [R, ph*g]
+    xs = x1[:, None] + fx[None] * (rw / pw_n)[:, None]  # [R, pw*g]
+    ys, xs = ys[:, :, None].expand(-1, -1, xs.shape[1]), xs[:, None, :].expand(-1, ys.shape[1], -1)
+    valid = (ys >= -1) & (ys <= H) & (xs >= -1) & (xs <= W)
+    ys, xs = ys.clamp(min=0), xs.clamp(min=0)
+    y0, x0 = ys.floor().long().clamp(max=H - 1), xs.floor().long().clamp(max=W - 1)
+    ys = torch.where(y0 >= H - 1, y0.to(x.dtype), ys)
+    xs = torch.where(x0 >= W - 1, x0.to(x.dtype), xs)
+    y1i, x1i = (y0 + 1).clamp(max=H - 1), (x0 + 1).clamp(max=W - 1)
+    ly, lx = ys - y0, xs - x0
+    planes = x[rois[:, 0].long()].flatten(2)  # [R, C, H*W]
+
+    def at(yi, xi):
+        idx = (yi * W + xi).flatten(1)[:, None].expand(-1, C, -1)
+        return planes.gather(2, idx).reshape(len(rois), C, *yi.shape[1:])
+
+    v = ((1 - ly) * (1 - lx))[:, None] * at(y0, x0) + ((1 - ly) * lx)[:, None] * at(y0, x1i) \
+        + (ly * (1 - lx))[:, None] * at(y1i, x0) + (ly * lx)[:, None] * at(y1i, x1i)
+    v = v * valid[:, None]
+    return v.reshape(len(rois), C, ph_n, g, pw_n, g).mean(dim=(3, 5))
+
+
+def align_rows(repeat):
+    """roi_align at test time (300 RoIs, forward) and in training (128 RoIs, fwd+bwd)."""
+    try:
+        from torchvision.ops import roi_align as tv_align
+        ref_name = f"torchvision {__import__('torchvision').__version__} roi_align (CPU)"
+    except ImportError:
+        tv_align, ref_name = None, "torch gather version"
+    rows = []
+    x, rois = roi_inputs("cpu")
+    _, rois300 = roi_inputs("cpu", seed=1, n=300)
+    for sr in (2, 0):
+        ref_fn = tv_align if tv_align is not None else (torch_roi_align if sr > 0 else None)
+        ours = roi_align(x, rois300, (7, 7), 1 / 16, sr, True)
+        if ref_fn is not None:
+            torch.testing.assert_close(ours, ref_fn(x, rois300, (7, 7), 1 / 16, sr, True),
+                                       rtol=1e-4, atol=1e-4)
+        rows.append((f"roi_align fwd 300 RoIs, 512x38x50 -> 7x7, ratio {sr or 'adaptive'}",
+                     ref_name if ref_fn else "(none)",
+                     timeit(lambda: roi_align(x, rois300, (7, 7), 1 / 16, sr, True), repeat),
+                     timeit(lambda: ref_fn(x, rois300, (7, 7), 1 / 16, sr, True), repeat)
+                     if ref_fn else float("nan")))
+    xr = x.clone().requires_grad_(True)
+    g = torch.randn(128, 512, 7, 7)
+    ref_fn = tv_align if tv_align is not None else torch_roi_align
+
+    def ours():
+        xr.grad = None
+        roi_align(xr, rois, (7, 7), 1 / 16, 2, True).backward(g)
+
+    def ref():
+        xr.grad = None
+        ref_fn(xr, rois, (7, 7), 1 / 16, 2, True).backward(g)
+
+    rows.append(("roi_align fwd+bwd 128 RoIs, 512x38x50 -> 7x7, ratio 2", ref_name,
+                 timeit(ours, repeat), timeit(ref, repeat)))
+    return rows
+
+
 def timeit(fn, repeat, sync=None):
     """Median seconds of repeat calls (after one warm-up call)."""
     fn()
@@ -121,12 +197,12 @@ def timeit(fn, repeat, sync=None):
     return statistics.median(times)
 
 
-def roi_inputs(device, seed=0):
+def roi_inputs(device, seed=0, n=128):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 512, 38, 50, generator=g)
-    xy = torch.rand(128, 2, generator=g) * torch.tensor([700.0, 500.0])
-    wh = torch.rand(128, 2, generator=g) * 300 + 16
-    rois = torch.cat([torch.zeros(128, 1), xy, (xy + wh).clamp(max=torch.tensor([799.0, 599.0]))], 1)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([700.0, 500.0])
+    wh = torch.rand(n, 2, generator=g) * 300 + 16
+    rois = torch.cat([torch.zeros(n, 1), xy, (xy + wh).clamp(max=torch.tensor([799.0, 599.0]))], 1)
     return x.to(device), rois.to(device)
 
 
@@ -278,8 +354,10 @@ def main():
         sys.exit("no CUDA device: run without --device cuda")
     if args.device == "cuda":
         rows = cuda_rows(args.repeat)
+    elif args.roi_pool_only:
+        rows = roi_pool_tv_rows(args.repeat)
     else:
-        rows = ([] if args.roi_pool_only else cpu_rows(args.repeat)) + roi_pool_tv_rows(args.repeat)
+        rows = cpu_rows(args.repeat) + roi_pool_tv_rows(args.repeat) + align_rows(args.repeat)
     print("| op | reference | ours (ms) | reference (ms) | speed-up |")
     print("|---|---|---:|---:|---:|")
     for name, ref_name, ours, ref in rows:
