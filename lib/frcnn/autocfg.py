@@ -5,8 +5,9 @@
 
 Rules (each printed with the figures it came from):
 - scale: the median short image side, capped at 600 (the paper's), lowered (not below 320) while
-  the 5th-percentile object stays >= 64 px: CPU time grows with the pixels. MAX_SIZE: the scale
-  times the 95th-percentile aspect ratio of the images.
+  the 5th-percentile object stays >= 64 px, since CPU time grows with the pixels; a multiple of 32
+  unless that would exceed the images. MAX_SIZE: the scale times the 95th-percentile aspect
+  ratio of the images. A user TRAIN.SCALES / MAX_SIZE is used for TEST too and for the anchors.
 - ANCHOR_SCALES: powers of two whose anchors (16 * scale px) span the 5th-95th percentile object
   side at the training scale; ANCHOR_RATIOS widened only when objects are clearly more elongated
   than 1:2.
@@ -90,13 +91,16 @@ def derive(roidb, net, cfg, user_keys=(), flavour="alt_opt"):
     p5_at = float(np.percentile(side * scale / st["box_img_short"], 5))
     if p5_at > 64:
         scale = max(min(320.0, med_short), scale * 64.0 / p5_at)
-    scale = max(32, _round_to(scale, 32))
+    scale = int(min(600, int(med_short), max(32, _round_to(scale, 32))))
+    if "TRAIN.SCALES" in user:  # the user's scale rules, the test scale follows it
+        scale = int(cfg.TRAIN.SCALES[0])
     max_size = max(scale, int(32 * math.ceil(scale * min(aspect, 3.0) / 32)))
+    if "TRAIN.MAX_SIZE" in user:
+        max_size = int(cfg.TRAIN.MAX_SIZE)
     put("TRAIN.SCALES", (scale,))
     put("TEST.SCALES", (scale,))
     put("TRAIN.MAX_SIZE", max_size)
     put("TEST.MAX_SIZE", max_size)
-    scale, max_size = get("TRAIN.SCALES")[0], get("TRAIN.MAX_SIZE")
     notes.append(f"images: {n} for training, short side median {med_short:.0f} px, aspect "
                  f"95th pct {aspect:.2f} -> TRAIN/TEST.SCALES ({scale},) MAX_SIZE {max_size}")
     # -- anchors
