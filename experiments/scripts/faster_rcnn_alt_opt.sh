@@ -35,7 +35,7 @@ if [ "$CFG" = auto ]; then
     --flavour alt_opt --path-file "$RESULT/cfg" "${EXTRA_ARGS[@]}"
   set +x
   CFG=$(cat "$RESULT/cfg")
-elif [ "$DATASET" = cards ]; then
+elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
   "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
 fi
 
