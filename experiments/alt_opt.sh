@@ -5,8 +5,11 @@
 #   ./experiments/alt_opt.sh NET DATASET [--gpus N] [--set KEY VALUE ...]
 #
 # NET: VGG16, ZF, TINY, ELITE0.  DATASET: pascal_voc, pascal_voc_0712, coco, shapes, cards,
-# voc_folder:<path>.  Env: DEVICE (cpu|cuda), WEIGHTS (ImageNet weights file), CFG (yml),
-# CARDS_DIR (the cards VOC folder).  Logs go to experiments/logs/.
+# voc_folder:<path>, coco_json:<json>:<images>[+coco_json:<test json>:<images>].
+# voc_folder / coco_json without CFG: settings sized from the data (tools/auto_cfg.py, written
+# to output/auto_alt_opt/<imdb>/cfg.yml); both sets are checked first (tools/check_dataset.py).
+# Env: DEVICE (cpu|cuda), WEIGHTS (ImageNet weights file), CFG (yml), CARDS_DIR (the cards VOC
+# folder).  Logs go to experiments/logs/.
 # --gpus N: N processes with torchrun + DDP (nccl; DEVICE defaults to cuda; DEVICE=cpu uses gloo),
 # N x the batch, lr x N (DIST.LR_SCALING, see docs/MULTI_GPU.md).
 set -e

@@ -62,30 +62,18 @@ def main(argv=None):
     args = parse_args(argv)
     import cv2
 
-    from frcnn.api import Detector, load_cfg, read_any_image
+    from frcnn.api import Detector, model_cfg, read_any_image
     from frcnn.fast_rcnn.test import vis_detections
     from frcnn.utils.timer import Timer
 
     images = list_images(args.inputs)
-    cfg = None
-    if args.cfg_file or args.set_cfgs or args.device:
-        from _init_paths import setup_cfg
-
-        if not args.cfg_file:  # --set over the cfg the model was trained with
-            base, _ = load_cfg(None, args.model)
-            from frcnn.config import cfg_from_list
-
-            cfg = cfg_from_list(list(args.set_cfgs or []), base)
-            if args.device:
-                cfg.DEVICE = args.device
-        else:
-            cfg = setup_cfg(args)
+    cfg = model_cfg(args.model, args.cfg_file, args.set_cfgs, args.device)
     classes = None
     if args.imdb:
         from frcnn.datasets.factory import get_imdb
 
-        classes = list(get_imdb(args.imdb, cfg or load_cfg(None, args.model)[0]).classes)
-    device = args.device or (cfg.DEVICE if cfg is not None else "cpu")
+        classes = list(get_imdb(args.imdb, cfg).classes)
+    device = cfg.DEVICE
     det = Detector.from_file(args.model, device=device, cfg=cfg, net=args.net, classes=classes,
                              score_thresh=args.score_thresh, nms_thresh=args.nms,
                              max_per_image=args.max_per_image)

@@ -38,14 +38,10 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from frcnn.api import Detector, read_any_image
+    from frcnn.api import Detector, model_cfg, read_any_image
     from frcnn.export import export_detector
 
-    cfg = None
-    if args.cfg_file or args.set_cfgs:
-        from _init_paths import setup_cfg
-
-        cfg = setup_cfg(args)
+    cfg = model_cfg(args.model, args.cfg_file, args.set_cfgs)
     det = Detector.from_file(args.model, device="cpu", cfg=cfg, net=args.net,
                              score_thresh=args.score_thresh, nms_thresh=args.nms,
                              max_per_image=args.max_per_image)

@@ -56,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    __import__("sys").exit(_init_paths.run_main(main))
+    raise SystemExit(_init_paths.run_main(main))

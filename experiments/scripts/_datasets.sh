@@ -23,17 +23,26 @@ case "$DATASET" in
     TRAIN_IMDB=voc_folder:$CARDS_DIR:trainval; TEST_IMDB=voc_folder:$CARDS_DIR:test
     CFG_DEFAULT=experiments/cfgs/cards_${FLAVOUR}.yml ;;
   voc_folder:*)
+    # your own folder: settings sized from the data (tools/auto_cfg.py) unless CFG is given
     FOLDER=${DATASET#voc_folder:}
     TRAIN_IMDB=voc_folder:$FOLDER:trainval; TEST_IMDB=voc_folder:$FOLDER:test
-    CFG_DEFAULT=experiments/cfgs/faster_rcnn_${FLAVOUR}.yml ;;
+    CFG_DEFAULT=auto ;;
+  coco_json:*)
+    # TRAIN_SPEC[+TEST_SPEC] as coco_json:<annotations.json>:<image_dir>; one spec = split rule
+    SPEC=${DATASET}
+    case "$SPEC" in
+      *+coco_json:*) TRAIN_IMDB=${SPEC%%+coco_json:*}; TEST_IMDB=coco_json:${SPEC#*+coco_json:} ;;
+      *) TRAIN_IMDB=$SPEC:trainval; TEST_IMDB=$SPEC:test ;;
+    esac
+    CFG_DEFAULT=auto ;;
   *)
-    echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, cards or voc_folder:<path>" >&2
+    echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, cards, voc_folder:<path> or coco_json:<json>:<images>" >&2
     exit 2 ;;
 esac
 # a net-specific small-data cfg wins when present (e.g. cards_alt_opt_elite0.yml)
 NET_LC=$(echo "$NET" | tr '[:upper:]' '[:lower:]')
 NET_CFG=${CFG_DEFAULT%.yml}_${NET_LC}.yml
-if [ -f "$NET_CFG" ]; then CFG_DEFAULT=$NET_CFG; fi
+if [ "$CFG_DEFAULT" != auto ] && [ -f "$NET_CFG" ]; then CFG_DEFAULT=$NET_CFG; fi
 CFG=${CFG:-$CFG_DEFAULT}
 
 case "$NET" in

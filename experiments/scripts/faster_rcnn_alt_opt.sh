@@ -28,6 +28,17 @@ START=$SECONDS
 RESULT=$(mktemp -d)
 trap 'rm -rf "$RESULT"' EXIT
 
+if [ "$CFG" = auto ]; then
+  # settings from the data (scale, anchors, iterations, ...), written next to the results
+  set -x
+  "$PYTHON" tools/auto_cfg.py --net "$NET" --imdb "$TRAIN_IMDB" --test-imdb "$TEST_IMDB" \
+    --flavour alt_opt --path-file "$RESULT/cfg" "${EXTRA_ARGS[@]}"
+  set +x
+  CFG=$(cat "$RESULT/cfg")
+elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
+  "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
+fi
+
 set -x
 "${LAUNCH[@]}" tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \
   --imdb "$TRAIN_IMDB" --cfg "$CFG" --device "$DEVICE" --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"

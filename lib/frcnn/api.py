@@ -74,6 +74,33 @@ def load_cfg(cfg=None, model_path=None, stored=None):
     return out, "defaults"
 
 
+def model_cfg(model_path, cfg_file=None, set_cfgs=None, device=None):
+    """The cfg for running a model from the command line: `cfg_file` over the defaults if given,
+    else what load_cfg finds for the model file; then the --set pairs. Bad keys -> ConfigError."""
+    from frcnn.config import cfg_from_list
+
+    stored = None
+    if cfg_file is None and os.path.isfile(str(model_path)):
+        import torch
+
+        try:
+            raw = torch.load(str(model_path), map_location="cpu", weights_only=False)
+            stored = raw.get("cfg") if isinstance(raw, dict) else None
+        except Exception:  # noqa: BLE001 - Detector.from_file reports a bad file
+            pass
+    try:
+        cfg, _ = load_cfg(cfg_file, model_path, stored)
+        if set_cfgs:
+            cfg_from_list(list(set_cfgs), cfg)
+    except (KeyError, ValueError, TypeError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        where = cfg_file or ("--set " + " ".join(set_cfgs or []))
+        raise ConfigError(f"{where}: {msg}; keys and types as in frcnn/config.py") from e
+    if device:
+        cfg.DEVICE = device
+    return cfg
+
+
 def read_any_image(image):
     """A path or an array -> BGR uint8 [H, W, 3] (gray [H, W] and BGRA [H, W, 4] converted)."""
     import cv2

@@ -16,6 +16,7 @@ def list_imdbs():
     names += [f"coco_{y}_{s}" for y, s in sorted(_COCO)]
     names += [f"shapes_{s}" for s in _SHAPES]
     names.append("voc_folder:<path>[:<split>]")
+    names.append("coco_json:<annotations.json>:<image_dir>[:all|trainval|test]")
     return names
 
 
@@ -31,7 +32,10 @@ def _split_folder_spec(spec):
 
 def get_imdb(name, cfg):
     """An imdb by name: voc_<year>_<split>, coco_<year>_<split>, shapes_<split>,
-    voc_folder:<path>[:<split>]."""
+    voc_folder:<path>[:<split>], coco_json:<annotations.json>:<image_dir>[:<split>]."""
+    if name.startswith("coco_json:"):
+        from .coco_json import coco_json
+        return coco_json(name[len("coco_json:"):], cfg)
     if name.startswith("voc_folder:"):
         from .voc_folder import voc_folder
         path, split = _split_folder_spec(name[len("voc_folder:"):])

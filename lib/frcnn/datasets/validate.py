@@ -42,7 +42,8 @@ class Issue:
     def where(self):
         w = self.file
         if self.obj is not None:
-            w += f": object {self.obj}" + (f" ('{self.name}')" if self.name is not None else "")
+            w += (f": object {self.obj}" if isinstance(self.obj, int) else f": {self.obj}") \
+                + (f" ('{self.name}')" if self.name is not None else "")
         return w
 
     def __str__(self):
@@ -387,6 +388,37 @@ def image_file(src, index):
     return base + ".jpg"
 
 
+def image_warnings(report, file, kept, wh, cfg, boxes_by_class, had_error=False, labels=None):
+    """Counts and per-image warnings for the valid objects `kept` [(name, (x1, y1, x2, y2))] of
+    one image of size wh (or None); collects box sizes at the training scale per class.
+    labels: how to name object k in messages (default: its index)."""
+    if not kept and not had_error:
+        report.warning(file, "no objects (or only difficult ones)",
+                       "fine for background images; otherwise annotate it", kind="no objects")
+    lab = labels or list(range(len(kept)))
+    for k, (n, (x1, y1, x2, y2)) in enumerate(kept):
+        report.num_objects += 1
+        report.class_counts[n] += 1
+        bw, bh = x2 - x1 + 1, y2 - y1 + 1
+        if bw < TINY_PX or bh < TINY_PX:
+            report.warning(file, f"tiny box {bw:g}x{bh:g} px",
+                           "check it is not a stray click; remove it if so", obj=lab[k], name=n,
+                           kind="tiny box")
+        if wh is not None and cfg is not None:
+            s = train_scale(wh[0], wh[1], cfg)
+            boxes_by_class[n].append((bw * s, bh * s))
+    if len(kept) > 1:
+        b = np.array([bx for _, bx in kept])
+        names = [n for n, _ in kept]
+        iou = _box_iou(b, b)
+        for i in range(len(kept)):
+            for j in range(i + 1, len(kept)):
+                if names[i] == names[j] and iou[i, j] >= DUPLICATE_IOU:
+                    report.warning(file, f"duplicate of {'object ' if isinstance(lab[i], int) else ''}"
+                                   f"{lab[i]} (IoU {iou[i, j]:.2f})", "remove one of the two",
+                                   obj=lab[j], name=names[j], kind="duplicate box")
+
+
 def check_voc(sources, image_set, classes, cfg, name=None, decode=True, items=None):
     """Validate a VOC-format image set over the folders `sources`.
 
@@ -427,36 +459,147 @@ def check_voc(sources, image_set, classes, cfg, name=None, decode=True, items=No
             continue
         kept = [(n, b) for n, b, d in objs if not d]
         report.num_difficult += len(objs) - len(kept)
-        if not kept and not any(i.level == ERROR for i in report.issues[start:]):
-            report.warning(xml_path, "no objects (or only difficult ones)",
-                           "fine for background images; otherwise annotate it", kind="no objects")
-        for k, (n, (x1, y1, x2, y2)) in enumerate(kept):
-            report.num_objects += 1
-            report.class_counts[n] += 1
-            bw, bh = x2 - x1 + 1, y2 - y1 + 1
-            if bw < TINY_PX or bh < TINY_PX:
-                report.warning(xml_path, f"tiny box {bw:g}x{bh:g} px",
-                               "check it is not a stray click; remove it if so", obj=k, name=n,
-                               kind="tiny box")
-            if wh is not None and cfg is not None:
-                s = train_scale(wh[0], wh[1], cfg)
-                boxes_by_class[n].append((bw * s, bh * s))
-        if len(kept) > 1:
-            b = np.array([bx for _, bx in kept])
-            names = [n for n, _ in kept]
-            iou = _box_iou(b, b)
-            for i in range(len(kept)):
-                for j in range(i + 1, len(kept)):
-                    if names[i] == names[j] and iou[i, j] >= DUPLICATE_IOU:
-                        report.warning(xml_path, f"duplicate of object {i} (IoU {iou[i, j]:.2f})",
-                                       "remove one of the two", obj=j, name=names[j],
-                                       kind="duplicate box")
+        had_error = any(i.level == ERROR for i in report.issues[start:])
+        image_warnings(report, xml_path, kept, wh, cfg, boxes_by_class, had_error)
     if items and not report.num_objects:
         report.error(sources[0], f"no objects in the {report.num_images} images of this set",
                      "annotate the images", kind="empty set")
     cls_names = [c for c in (classes or sorted(report.class_counts)) if c != "__background__"]
     _set_warnings(report, boxes_by_class, cls_names, cfg, os.path.join(
         sources[0], "ImageSets", "Main", image_set + ".txt"))
+    return report
+
+
+def _finite_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_coco(ann_file, image_dir, split, cfg, name=None, decode=True, data=None):
+    """Validate a COCO-format json + image folder (the images of `split`, see coco_json).
+
+    Annotation problems name the json, the annotation's position in 'annotations', its id and
+    image file. -> Report.
+    """
+    from .coco_json import load_json, split_ids
+
+    report = Report(name or f"{os.path.basename(ann_file)}:{split}")
+    if data is None:
+        try:
+            data = load_json(ann_file)
+        except DataError as e:
+            file, _, rest = str(e).partition(": ")
+            report.error(file, rest, kind="unreadable json")
+            return report
+    if not os.path.isdir(image_dir):
+        report.error(image_dir, "image folder not found", "give the folder the json's file_name "
+                     "entries are relative to", kind="missing image")
+    fix_ann = "fix or remove the annotation in the json"
+    cats = {}
+    for k, c in enumerate(data.get("categories") or []):
+        cid, cname = c.get("id") if isinstance(c, dict) else None, \
+            str(c.get("name", "")).strip() if isinstance(c, dict) else ""
+        if cid is None or not cname:
+            report.error(ann_file, "needs an 'id' and a 'name'", "fix the category",
+                         obj=f"category {k}", kind="bad category")
+        elif cid in cats:
+            report.error(ann_file, f"category id {cid} is used twice ('{cats[cid]}', '{cname}')",
+                         "give each category its own id", obj=f"category {k}",
+                         kind="duplicate id")
+        else:
+            cats[cid] = cname
+    if not cats:
+        report.error(ann_file, "no categories", "export the class list too", kind="empty set")
+    images = {}
+    for k, im in enumerate(data.get("images") or []):
+        iid = im.get("id") if isinstance(im, dict) else None
+        if iid is None or not im.get("file_name"):
+            report.error(ann_file, "needs an 'id' and a 'file_name'", "fix the image entry",
+                         obj=f"image {k}", kind="bad image entry")
+        elif iid in images:
+            report.error(ann_file, f"image id {iid} is used twice ('{images[iid]['file_name']}', "
+                         f"'{im['file_name']}')", "give each image its own id", obj=f"image {k}",
+                         kind="duplicate id")
+        else:
+            images[iid] = im
+    ids = split_ids(list(images.values()), split)
+    if not ids:
+        report.error(ann_file, f"no images in split '{split}'", "add images to the json",
+                     kind="empty set")
+    in_split = set(ids)
+    anns_of = defaultdict(list)
+    seen_ann = {}
+    for k, a in enumerate(data.get("annotations") or []):
+        if not isinstance(a, dict):
+            report.error(ann_file, "not an object", fix_ann, obj=f"annotation {k}", kind="bad json")
+            continue
+        aid = a.get("id")
+        if aid is not None:
+            if aid in seen_ann:
+                report.error(ann_file, f"annotation id {aid} is used twice (annotations "
+                             f"{seen_ann[aid]} and {k})", "give each annotation its own id",
+                             obj=f"annotation {k}", kind="duplicate id")
+            seen_ann.setdefault(aid, k)
+        iid = a.get("image_id")
+        if iid not in images:
+            report.error(ann_file, f"image_id {iid!r} is not in 'images'", fix_ann,
+                         obj=f"annotation {k} (id {aid})", kind="unknown image")
+            continue
+        if iid in in_split:
+            anns_of[iid].append((k, a))
+    boxes_by_class = defaultdict(list)
+    for iid in ids:
+        im = images[iid]
+        report.num_images += 1
+        path = os.path.join(image_dir, im["file_name"])
+        start = len(report.issues)
+        wh = check_image(path, report, decode=decode)
+        jw, jh = im.get("width"), im.get("height")
+        if wh is not None and (jw, jh) != tuple(wh):
+            report.error(ann_file, f"width x height {jw}x{jh} but {path} is {wh[0]}x{wh[1]}",
+                         "fix the image's width/height in the json (or the image, if it was "
+                         "resized or rotated)", obj=f"image id {iid}", kind="size mismatch")
+        bounds = wh if wh is not None else ((jw, jh) if _finite_number(jw) and _finite_number(jh)
+                                            else None)
+        kept, labels = [], []
+        for k, a in anns_of[iid]:
+            where = f"annotation {k} (id {a.get('id')}, image '{im['file_name']}')"
+            cname = cats.get(a.get("category_id"))
+            if cname is None:
+                report.error(ann_file, f"unknown category_id {a.get('category_id')!r} (known: "
+                             f"{sorted(cats)})", "fix the category_id or add the category",
+                             obj=where, kind="unknown class")
+                continue
+            bb = a.get("bbox")
+            if not isinstance(bb, (list, tuple)) or len(bb) != 4 or \
+                    not all(_finite_number(v) for v in bb):
+                report.error(ann_file, f"bbox {bb!r} is not 4 finite numbers [x, y, w, h]",
+                             fix_ann, obj=where, name=cname, kind="bad coordinate")
+                continue
+            x, y, w, h = (float(v) for v in bb)
+            if w <= 0 or h <= 0:
+                report.error(ann_file, f"bbox {bb} has width or height <= 0 (x2 < x1)",
+                             "fix the box (COCO boxes are [x, y, width, height])", obj=where,
+                             name=cname, kind="inverted box")
+                continue
+            if bounds is not None and (x < -1 or y < -1 or x + w > bounds[0] + 1
+                                       or y + h > bounds[1] + 1):
+                report.error(ann_file, f"bbox {bb} lies outside the {bounds[0]}x{bounds[1]} "
+                             f"image {path}", f"clip it to the image (x + width <= {bounds[0]}, "
+                             f"y + height <= {bounds[1]})", obj=where, name=cname,
+                             kind="box outside image")
+                continue
+            if a.get("iscrowd"):
+                report.num_difficult += 1
+                continue
+            kept.append((cname, (x, y, x + max(w - 1, 0), y + max(h - 1, 0))))
+            labels.append(where)
+        had_error = any(i.level == ERROR for i in report.issues[start:])
+        image_warnings(report, f"{ann_file}: image '{im['file_name']}'", kept, wh, cfg,
+                       boxes_by_class, had_error, labels=labels)
+    if ids and not report.num_objects:
+        report.error(ann_file, f"no objects in the {report.num_images} images of split '{split}'",
+                     "annotate the images", kind="empty set")
+    _set_warnings(report, boxes_by_class, [cats[c] for c in sorted(cats)], cfg, ann_file)
     return report
 
 

@@ -1,0 +1,104 @@
+"""frcnn.autocfg: settings derived from the data (hand-worked cases) and tools/auto_cfg.py."""
+import os
+
+import numpy as np
+import pytest
+
+from frcnn import autocfg
+from frcnn.config import cfg_from_file, get_default_cfg
+
+from test_datasets import make_voc
+from test_validate import run_tool
+
+
+def roidb(n, w, h, side, per_image=2):
+    """n unflipped w x h entries, each with `per_image` square boxes of the given side(s)."""
+    sides = np.resize(np.atleast_1d(side), n * per_image).reshape(n, per_image)
+    out = []
+    for i in range(n):
+        b = np.array([[0, 0, s - 1, s - 1] for s in sides[i]], np.float32)
+        out.append({"width": w, "height": h, "boxes": b, "flipped": False})
+    return out
+
+
+def test_photos_with_large_objects_train_small():
+    # 100 photos 640x480, objects 200 px: the median short side 480 would put the 5th-pct object
+    # at 200 px; shrinking to keep >= 64 px stops at the 320 floor. 320 * 640/480 = 427 -> 448.
+    keys, notes = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", get_default_cfg())
+    assert keys["TRAIN.SCALES"] == (320,) and keys["TEST.SCALES"] == (320,)
+    assert keys["TRAIN.MAX_SIZE"] == 448
+    # 200 px at scale 320/480 = 133 px: anchors 2^3..2^4 (floor log2(133/16) = 3, ceil = 4),
+    # widened to three scales: 128, 256, 512 px
+    assert keys["ANCHOR_SCALES"] == (8, 16, 32)
+    assert keys["ANCHOR_RATIOS"] == (0.5, 1, 2)
+    # ELITE0: 2, 2.5, 1.5, 2.5 iterations per image; steps at 75 %
+    assert keys["ALT_OPT.ITERS"] == (200, 250, 200, 250)  # 150 -> MIN_ITERS 200
+    assert keys["ALT_OPT.STEPSIZES"] == (150, 190, 150, 190)
+    assert keys["TRAIN.SNAPSHOT_ITERS"] == 100
+    assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 4
+
+
+def test_small_objects_keep_the_scale_and_small_anchors():
+    # 600x600 images, objects 20-40 px: no shrinking (5th pct 20 px < 64), anchors from 16 px
+    keys, _ = autocfg.derive(roidb(1000, 600, 600, [20, 40]), "VGG16", get_default_cfg())
+    assert keys["TRAIN.SCALES"] == (600,) and keys["TRAIN.MAX_SIZE"] == 608
+    # 20-40 px: floor(log2(20/16)) = 0, ceil(log2(40/16)) = 2 -> 16, 32, 64 px
+    assert keys["ANCHOR_SCALES"] == (1, 2, 4)
+    assert keys["ALT_OPT.ITERS"] == (4000, 4000, 2000, 2000)  # VGG16: 4, 4, 2, 2 per image
+
+
+def test_elongated_objects_widen_ratios_and_cap_by_reference():
+    r = roidb(50000, 500, 400, 100)
+    for e in r:
+        e["boxes"] = np.array([[0, 0, 199, 39]], np.float32)  # h/w 0.2
+    keys, _ = autocfg.derive(r, "ZF", get_default_cfg())
+    assert 0.25 in keys["ANCHOR_RATIOS"]
+    assert keys["ALT_OPT.ITERS"] == autocfg.REF_ALT_OPT  # 4, 4, 2, 2 x 50000 capped
+
+
+def test_user_keys_are_kept_and_anchors_follow_their_scale():
+    cfg = get_default_cfg()
+    cfg.TRAIN.SCALES = (960,)
+    cfg.TRAIN.MAX_SIZE = 1280
+    keys, _ = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", cfg,
+                             user_keys=["TRAIN.SCALES", "TRAIN.MAX_SIZE"])
+    assert "TRAIN.SCALES" not in keys and "TRAIN.MAX_SIZE" not in keys
+    assert keys["TEST.SCALES"] == (960,) and keys["TEST.MAX_SIZE"] == 1280
+    # 200 px at 960/480 = 400 px: floor(log2(25)) = 4 -> 256, 512, 1024 px anchors
+    assert keys["ANCHOR_SCALES"] == (16, 32, 64)
+
+
+def test_yaml_round_trip(tmp_path):
+    keys, notes = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", get_default_cfg())
+    p = tmp_path / "cfg.yml"
+    p.write_text(autocfg.to_yaml(keys, notes, extra={"EXP_DIR": "x"}))
+    cfg = cfg_from_file(str(p))
+    assert cfg.EXP_DIR == "x" and cfg.TRAIN.SCALES == (320,)
+    assert tuple(cfg.ALT_OPT.ITERS) == keys["ALT_OPT.ITERS"]
+    assert tuple(cfg.ANCHOR_SCALES) == keys["ANCHOR_SCALES"]
+
+
+def test_auto_cfg_tool(tmp_path):
+    ims = {f"im{i}": (320, 240, [("dog", (10, 10, 120, 140), 0), ("cat", (150, 20, 300, 200), 0)])
+           for i in range(6)}
+    root = make_voc(tmp_path / "VOCauto", ims, splits={"trainval": list(ims)[:5], "test": ["im5"]})
+    out = tmp_path / "out"
+    p = run_tool("auto_cfg.py", "--net", "ELITE0", "--imdb", f"voc_folder:{root}:trainval",
+                 "--test-imdb", f"voc_folder:{root}:test", "--path-file", str(tmp_path / "path"),
+                 "--set", "DATA_DIR", str(tmp_path / "d"), "OUTPUT_DIR", str(out),
+                 "SOLVER.BASE_LR", "0.002")
+    assert p.returncode == 0, p.stdout + p.stderr
+    path = (tmp_path / "path").read_text()
+    assert path == str(out / "auto_alt_opt" / "VOCauto_trainval" / "cfg.yml")
+    cfg = cfg_from_file(path)
+    assert cfg.SOLVER.BASE_LR == pytest.approx(0.002)  # --set wins
+    assert cfg.TRAIN.SCALES == (240,) and cfg.TRAIN.MAX_SIZE == 320
+    assert cfg.ALT_OPT.ITERS == (200, 200, 200, 200)
+    assert "auto cfg: images: 5 for training" in p.stdout
+    # a broken test set stops it, naming the file
+    os.remove(os.path.join(root, "JPEGImages", "im5.jpg"))
+    p = run_tool("auto_cfg.py", "--net", "ELITE0", "--imdb", f"voc_folder:{root}:trainval",
+                 "--test-imdb", f"voc_folder:{root}:test", "--set", "DATA_DIR", str(tmp_path / "d"),
+                 "OUTPUT_DIR", str(out))
+    assert p.returncode == 2 and "im5.jpg: image file not found" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Derive the training settings from a data set and the net (frcnn.autocfg), print them and write
+them as a cfg yml next to the results (output/<EXP_DIR>/<imdb>/cfg.yml), so the run can be
+repeated with --cfg. experiments/alt_opt.sh uses it for voc_folder: and coco_json: sets when no
+CFG is given.
+
+  python tools/auto_cfg.py --net ELITE0 --imdb voc_folder:/data/VOCmine:trainval \
+      [--test-imdb voc_folder:/data/VOCmine:test] [--flavour alt_opt|end2end] [--cfg yml] [--set K V ...]
+
+Keys given in --cfg or --set are kept as given (the others are derived around them). Both image
+sets are checked first (the checks of tools/check_dataset.py): any error stops here.
+"""
+import argparse
+import os
+import sys
+
+import _init_paths  # noqa: F401
+from _init_paths import add_common_args, setup_cfg
+
+
+def flat_keys(d, prefix=""):
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += flat_keys(v, prefix + k + ".")
+        else:
+            out.append(prefix + k)
+    return out
+
+
+def user_keys(args):
+    keys = []
+    if args.cfg_file:
+        import yaml
+
+        with open(args.cfg_file) as f:
+            keys += flat_keys(yaml.safe_load(f) or {})
+    if args.set_cfgs:
+        keys += list(args.set_cfgs[0::2])
+    return keys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Faster R-CNN settings sized from the data")
+    p.add_argument("--net", required=True)
+    p.add_argument("--imdb", required=True, help="training image set")
+    p.add_argument("--test-imdb", default=None, help="test image set (checked too)")
+    p.add_argument("--flavour", default="alt_opt", choices=("alt_opt", "end2end"))
+    p.add_argument("--path-file", default=None, help="write the cfg path into this file")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    cfg = setup_cfg(args)
+    fixed = user_keys(args)
+
+    from frcnn import autocfg
+    from frcnn.config import get_output_dir
+    from frcnn.datasets import get_imdb
+    from frcnn.datasets.validate import ensure_valid
+
+    imdb = get_imdb(args.imdb, cfg)
+    if args.test_imdb:
+        ensure_valid(get_imdb(args.test_imdb, cfg))
+    keys, notes = autocfg.derive(imdb.roidb, args.net, cfg, fixed, args.flavour)
+    if "EXP_DIR" not in fixed:
+        keys["EXP_DIR"] = f"auto_{args.flavour}"
+    autocfg.apply(keys, cfg)
+    given = {}
+    for k in fixed:
+        node = cfg
+        for part in k.split("."):
+            node = node[part]
+        given[k] = node
+    out_dir = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
+    path = os.path.join(out_dir, "cfg.yml")
+    notes = [f"{args.net} {args.flavour} on {imdb.name}"] + notes
+    if given:
+        notes.append("kept as given: " + ", ".join(sorted(given)))
+    with open(path + ".tmp", "w") as f:
+        f.write(autocfg.to_yaml(keys, notes, extra=given))
+    os.replace(path + ".tmp", path)
+    for n in notes:
+        print("auto cfg: " + n)
+    print(f"auto cfg: written to {path} (a --cfg or --set overrides any of it)")
+    if args.path_file:
+        with open(args.path_file, "w") as f:
+            f.write(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_init_paths.run_main(main))
