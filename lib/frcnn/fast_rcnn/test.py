@@ -226,14 +226,15 @@ def vis_detections(im, dets_per_class, classes, thresh=0.5):
 
 @torch.no_grad()
 def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, proposals=None,
-             vis_dir=None, log_every=None):
+             vis_dir=None, log_every=None, timings=None):
     """Detect on every image of `imdb` and evaluate; -> mAP (float).
 
     proposals: optional list (imdb order) of [P, 4] original-image boxes when the model has no
     RPN (TEST.HAS_RPN False). Writes detections.pkl and the results files into output_dir,
     prints AP per class (imdb.evaluate_detections) and ms/image for im_detect and misc.
     Under torchrun each rank detects every world_size-th image; rank 0 gathers, writes and
-    evaluates, and every rank returns the mAP.
+    evaluates, and every rank returns the mAP. timings: a dict to receive 'im_detect' and
+    'misc' seconds per image (this process).
     """
     max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else max_per_image
     thresh = cfg.TEST.SCORE_THRESH if thresh is None else thresh
@@ -269,6 +270,8 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
         if rank == 0 and (n_done % log_every == 0 or n_done == len(mine)):
             print(f"im_detect: {n_done}/{len(mine)}" + (f" (x{world} processes)" if world > 1 else "")
                   + f" {t_det.average_time:.3f}s {t_misc.average_time:.3f}s", flush=True)
+    if timings is not None:
+        timings.update(im_detect=t_det.average_time, misc=t_misc.average_time)
     gathered = du.gather_by_index(local, num_images)
     mAP = None
     if rank == 0:
