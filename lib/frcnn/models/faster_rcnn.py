@@ -176,6 +176,8 @@ class FasterRCNN(nn.Module):
                 labels, targets, in_w, out_w = (torch.stack(t) for t in zip(*tg))
                 out["rpn_cls_loss"], out["rpn_bbox_loss"] = rpn_losses(
                     cls, deltas, labels, targets, in_w, out_w, sigma=3.0)
+                if cfg.TRAIN.get("RPN_BBOX_LOSS_WEIGHT", 1.0) != 1.0:  # Table 9 lambda ablation
+                    out["rpn_bbox_loss"] = out["rpn_bbox_loss"] * cfg.TRAIN.RPN_BBOX_LOSS_WEIGHT
             if proposals is None and (self.head is not None or not self.training):
                 with torch.no_grad():
                     fg = torch.softmax(cls.detach(), dim=2)[..., 1]
