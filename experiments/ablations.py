@@ -64,7 +64,7 @@ def parse_args(argv=None):
 
 # --quick: tiny sets and schedules so every family runs end to end in CI (numbers are not
 # meaningful at this size; the pipeline is what is checked)
-QUICK_SETS = ["SHAPES.NUM_TRAIN", "16", "SHAPES.NUM_TEST", "8", "TRAIN.SCALES", "(224,)",
+QUICK_SETS = ["SHAPES.NUM_TRAIN", "16", "SHAPES.NUM_TEST", "6", "TRAIN.SCALES", "(224,)",
               "TEST.SCALES", "(224,)", "TRAIN.SNAPSHOT_ITERS", "100000", "SOLVER.DISPLAY", "1000",
               "ALT_OPT.ITERS", "(40,60,20,30)", "ALT_OPT.STEPSIZES", "(30,45,15,25)",
               "END2END.MAX_ITERS", "40", "END2END.STEPSIZE", "30", "END2END.ITER_SIZE", "1",

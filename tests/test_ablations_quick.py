@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_ablations_quick(tmp_path):
     p = subprocess.run(["./experiments/ablations.sh", "TINY", "shapes", "--quick", "--set",
                         "OUTPUT_DIR", str(tmp_path / "out"), "DATA_DIR", str(tmp_path / "data")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                       cwd=ROOT, capture_output=True, text=True, timeout=2400)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     d = tmp_path / "out" / "ablations_tiny_shapes_quick"
     md = (d / "ablations.md").read_text()
