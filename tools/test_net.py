@@ -53,6 +53,10 @@ def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu")
     except ValueError as e:
         sys.exit(str(e))
     model = build_model(net, num_classes, cfg, parts=parts, pretrained=False)
+    if isinstance(raw, dict) and raw.get("svd") and "head" in parts:  # tools/compress_net.py
+        from frcnn.models.compress import svd_structure
+
+        svd_structure(model, raw["svd"])
     state = load_weights(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]

@@ -48,6 +48,10 @@ def _defaults():
     C.TRAIN.RPN_MIN_SIZE = 16
     C.TRAIN.RPN_BBOX_INSIDE_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
     C.TRAIN.RPN_POSITIVE_WEIGHT = -1.0  # <0: uniform 1/#sampled
+    # Multiplier of the RPN box loss (1 = reference). The reference divides cls and reg by the
+    # sampled count (256); the paper divides reg by ~2400 anchor locations with lambda 10, so the
+    # paper's lambda = RPN_BBOX_LOSS_WEIGHT * N_loc / 256 (~ x10 at N_loc 2400; Table 9).
+    C.TRAIN.RPN_BBOX_LOSS_WEIGHT = 1.0
     C.TRAIN.NUM_WORKERS = 2             # DataLoader workers
 
     C.TEST = edict()

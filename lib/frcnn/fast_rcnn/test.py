@@ -32,8 +32,9 @@ def get_test_blob(im, cfg):
     from frcnn.roi_data.minibatch import im_list_to_blob, prep_im_for_blob
 
     if len(cfg.TEST.SCALES) != 1:
-        raise ValueError(f"TEST.SCALES {cfg.TEST.SCALES}: only single-scale testing is "
-                         "implemented (as py-faster-rcnn with an RPN); give one scale")
+        raise ValueError(f"TEST.SCALES {cfg.TEST.SCALES}: testing with an RPN is single-scale "
+                         "(as py-faster-rcnn); give one scale, or test a Fast R-CNN model on "
+                         "external proposals (--proposals) for the multi-scale pyramid")
     im_r, scale = prep_im_for_blob(im, cfg.PIXEL_MEANS, cfg.TEST.SCALES[0], cfg.TEST.MAX_SIZE)
     blob = im_list_to_blob([im_r])
     blob = torch.as_tensor(np.ascontiguousarray(blob)).permute(0, 3, 1, 2).contiguous().float()
@@ -41,14 +42,57 @@ def get_test_blob(im, cfg):
     return blob, im_info, float(scale)
 
 
-def _dedup(boxes, scale, dedup):
-    """py-faster-rcnn's DEDUP_BOXES: drop proposals that map to the same spot on the feature map.
+def get_pyramid_blob(im, cfg):
+    """Image pyramid for multi-scale testing: one level per TEST.SCALES entry (MAX_SIZE cap),
+    zero-padded into one batch as the reference's _get_image_blob.
+
+    -> (images [L, 3, H, W] float tensor, im_info [L, 3] (h, w, scale) per level, scales [L]).
+    """
+    from frcnn.roi_data.minibatch import im_list_to_blob, prep_im_for_blob
+
+    levels, scales, info = [], [], []
+    for target in cfg.TEST.SCALES:
+        im_r, sc = prep_im_for_blob(im, cfg.PIXEL_MEANS, target, cfg.TEST.MAX_SIZE)
+        levels.append(im_r)
+        scales.append(sc)
+        info.append([im_r.shape[0], im_r.shape[1], sc])
+    blob = torch.as_tensor(np.ascontiguousarray(im_list_to_blob(levels))).permute(0, 3, 1, 2)
+    return blob.contiguous().float(), torch.tensor(info, dtype=torch.float32), np.array(scales)
+
+
+# The reference maps each RoI to the level where its scaled area is closest to 224 x 224, the
+# input size of the ImageNet-pretrained fc layers (Fast R-CNN, section 5.1 / SPPnet).
+PYRAMID_TARGET_AREA = 224 * 224
+
+
+def project_im_rois(boxes, scales):
+    """RoIs in original-image pixels -> (RoIs scaled to their pyramid level [P, 4] float64,
+    levels [P] int64). Level = argmin |area * scale^2 - 224^2|, area = (w+1)(h+1), first level
+    on ties; one scale: every RoI on level 0 (py-faster-rcnn's _project_im_rois)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scales = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if len(scales) > 1:
+        areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        diff = np.abs(areas[:, None] * scales[None, :] ** 2 - PYRAMID_TARGET_AREA)
+        levels = diff.argmin(axis=1)
+    else:
+        levels = np.zeros(len(boxes), dtype=np.int64)
+    return boxes * scales[levels][:, None], levels
+
+
+def _dedup(boxes, scale, dedup, levels=None):
+    """py-faster-rcnn's DEDUP_BOXES: drop proposals that map to the same spot on the feature map
+    (of the same pyramid level). scale: a float or, with levels, per-row scales [P].
 
     -> (index of unique rows, inverse index mapping every input row to its unique row).
     """
     v = np.array([1, 1e3, 1e6, 1e9, 1e12])
-    rois = np.hstack((np.zeros((len(boxes), 1)), boxes * scale))
-    hashes = np.round(rois * dedup).dot(v)
+    lv = np.zeros((len(boxes), 1)) if levels is None else np.asarray(levels, np.float64)[:, None]
+    # the level is hashed unscaled: the reference multiplies its level column by DEDUP_BOXES
+    # too, which rounds levels < 8 to 0 and merges RoIs of different levels (same result with
+    # one scale, where every level is 0)
+    feat = np.round(boxes * np.asarray(scale, np.float64).reshape(-1, 1) * dedup)
+    hashes = np.hstack((lv, feat)).dot(v)
     _, index, inv = np.unique(hashes, return_index=True, return_inverse=True)
     return index, inv
 
@@ -64,6 +108,8 @@ def im_detect(model, im, cfg, proposals=None):
        original-image coords, clipped (the RoI boxes tiled when TEST.BBOX_REG is off).
     """
     device = _device_of(model)
+    if proposals is not None and len(cfg.TEST.SCALES) > 1:
+        return _im_detect_pyramid(model, im, cfg, proposals, device)
     images, im_info, scale = get_test_blob(im, cfg)
     props_t = None
     inv = None
@@ -82,6 +128,35 @@ def im_detect(model, im, cfg, proposals=None):
     else:
         pred = boxes.repeat(1, scores.shape[1])
     scores, pred = scores.cpu().numpy(), pred.cpu().numpy()
+    if inv is not None:
+        scores, pred = scores[inv], pred[inv]
+    return scores, pred
+
+
+def _im_detect_pyramid(model, im, cfg, proposals, device):
+    """im_detect over the TEST.SCALES pyramid: each RoI pooled on its level (project_im_rois)."""
+    images, im_info, scales = get_pyramid_blob(im, cfg)
+    boxes = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)
+    rois, levels = project_im_rois(boxes, scales)
+    inv = None
+    if cfg.DEDUP_BOXES > 0:
+        index, inv = _dedup(boxes, scales[levels], cfg.DEDUP_BOXES, levels)
+        boxes, rois, levels = boxes[index], rois[index], levels[index]
+    # the head returns RoIs grouped by level: remember where each one came from
+    order = np.argsort(levels, kind="stable")
+    per_level = [torch.from_numpy(rois[levels == lv].astype(np.float32)).to(device)
+                 for lv in range(len(scales))]
+    out = model(images.to(device), im_info.to(device), proposals=per_level)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    scores = out["cls_prob"].float().cpu()[back]
+    deltas = out["bbox_pred"].float().cpu()[back]
+    boxes_t = torch.from_numpy(boxes.astype(np.float32))  # original-image RoIs, as the reference
+    if cfg.TEST.BBOX_REG:
+        pred = clip_boxes(bbox_transform_inv(boxes_t, deltas), im.shape)
+    else:
+        pred = boxes_t.repeat(1, scores.shape[1])
+    scores, pred = scores.numpy(), pred.numpy()
     if inv is not None:
         scores, pred = scores[inv], pred[inv]
     return scores, pred
@@ -151,14 +226,15 @@ def vis_detections(im, dets_per_class, classes, thresh=0.5):
 
 @torch.no_grad()
 def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, proposals=None,
-             vis_dir=None, log_every=None):
+             vis_dir=None, log_every=None, timings=None):
     """Detect on every image of `imdb` and evaluate; -> mAP (float).
 
     proposals: optional list (imdb order) of [P, 4] original-image boxes when the model has no
     RPN (TEST.HAS_RPN False). Writes detections.pkl and the results files into output_dir,
     prints AP per class (imdb.evaluate_detections) and ms/image for im_detect and misc.
     Under torchrun each rank detects every world_size-th image; rank 0 gathers, writes and
-    evaluates, and every rank returns the mAP.
+    evaluates, and every rank returns the mAP. timings: a dict to receive 'im_detect' and
+    'misc' seconds per image (this process).
     """
     max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else max_per_image
     thresh = cfg.TEST.SCORE_THRESH if thresh is None else thresh
@@ -194,6 +270,8 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
         if rank == 0 and (n_done % log_every == 0 or n_done == len(mine)):
             print(f"im_detect: {n_done}/{len(mine)}" + (f" (x{world} processes)" if world > 1 else "")
                   + f" {t_det.average_time:.3f}s {t_misc.average_time:.3f}s", flush=True)
+    if timings is not None:
+        timings.update(im_detect=t_det.average_time, misc=t_misc.average_time)
     gathered = du.gather_by_index(local, num_images)
     mAP = None
     if rank == 0:

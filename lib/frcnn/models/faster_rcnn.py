@@ -133,7 +133,7 @@ class FasterRCNN(nn.Module):
                  train_proposal_params=ProposalParams(12000, 2000, 0.7, 16),
                  test_proposal_params=ProposalParams(6000, 300, 0.7, 16),
                  proposal_target_params=ProposalTargetParams(),
-                 rpn_sigma=3.0, fast_rcnn_sigma=1.0, bbox_reg=True):
+                 rpn_sigma=3.0, fast_rcnn_sigma=1.0, bbox_reg=True, rpn_bbox_loss_weight=1.0):
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -145,6 +145,7 @@ class FasterRCNN(nn.Module):
         self.rpn_sigma = float(rpn_sigma)
         self.fast_rcnn_sigma = float(fast_rcnn_sigma)
         self.bbox_reg = bool(bbox_reg)
+        self.rpn_bbox_loss_weight = float(rpn_bbox_loss_weight)
         k = head.num_classes if head is not None else 1
         self.register_buffer("bbox_means", torch.zeros(k, 4))
         self.register_buffer("bbox_stds", torch.ones(k, 4))
@@ -162,7 +163,8 @@ class FasterRCNN(nn.Module):
                    train_proposal_params=ProposalParams.from_cfg(cfg, train=True),
                    test_proposal_params=ProposalParams.from_cfg(cfg, train=False),
                    proposal_target_params=ProposalTargetParams.from_cfg(cfg, ims),
-                   bbox_reg=cfg.TRAIN.BBOX_REG)
+                   bbox_reg=cfg.TRAIN.BBOX_REG,
+                   rpn_bbox_loss_weight=cfg.TRAIN.RPN_BBOX_LOSS_WEIGHT)
 
     # --- bbox target normalisation -------------------------------------------------------
     def set_bbox_normalization(self, means, stds):
@@ -218,6 +220,8 @@ class FasterRCNN(nn.Module):
                 labels, targets, in_w, out_w = (torch.stack(t) for t in zip(*tg))
                 out["rpn_cls_loss"], out["rpn_bbox_loss"] = rpn_losses(
                     cls, deltas, labels, targets, in_w, out_w, sigma=self.rpn_sigma)
+                if self.rpn_bbox_loss_weight != 1.0:  # Table 9's lambda (docs/EXPERIMENTS.md)
+                    out["rpn_bbox_loss"] = out["rpn_bbox_loss"] * self.rpn_bbox_loss_weight
             if proposals is None and (self.head is not None or not self.training):
                 with torch.no_grad():
                     fg = torch.softmax(cls.detach(), dim=2)[..., 1]

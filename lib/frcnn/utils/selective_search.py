@@ -67,6 +67,18 @@ def _one(job):
     return selective_search(im, mode, top_k, max_side)
 
 
+def _worker_init():
+    """Pool workers die with their parent (Linux): a killed run (e.g. a test timeout) must not
+    leave workers blocked on the task queue."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def image_set_proposals(paths, mode="fast", top_k=2000, max_side=None, workers=None,
                         log_every=50):
     """selective_search over image files, in parallel processes -> list of [K, 4] float32."""
@@ -84,7 +96,7 @@ def image_set_proposals(paths, mode="fast", top_k=2000, max_side=None, workers=N
 
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     out = []
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
         for k, b in enumerate(pool.imap(_one, jobs, chunksize=1), 1):
             out.append(b)
             if k % log_every == 0 or k == len(jobs):
