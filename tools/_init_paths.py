@@ -107,14 +107,37 @@ def apply_runtime_args(args, cfg):
     return cfg
 
 
+def cpu_has_bf16_matmul():
+    """True when the CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16): there bf16 autocast
+    makes convolutions ~3x faster; without them (e.g. AVX2-only CPUs) it is 7-35x slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def amp_dtype(args, device):
-    """None (float32) or the autocast dtype: float16 on CUDA, bfloat16 on the CPU."""
+    """None (float32) or the autocast dtype: float16 on CUDA, bfloat16 on the CPU.
+
+    --amp / --no-amp win, then cfg SOLVER.AMP. Says in one line what it chose and why.
+    """
     import torch
 
     on = args.amp if getattr(args, "amp", None) is not None else bool(getattr(args, "_cfg_amp", False))
+    cpu = torch.device(device).type != "cuda"
     if not on:
+        if cpu and cpu_has_bf16_matmul():
+            print("precision: float32 (this CPU has bf16 matrix units: --amp runs bf16 autocast)")
         return None
-    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+    if cpu:
+        print("precision: bf16 autocast on the CPU" + ("" if cpu_has_bf16_matmul() else
+              " (warning: this CPU has no AMX/AVX512-BF16 units, bf16 is slower than float32 "
+              "here)"))
+        return torch.bfloat16
+    print("precision: float16 autocast on CUDA")
+    return torch.float16
 
 
 def autocast_context(device, dtype):

@@ -29,7 +29,6 @@ def parse_args(argv=None):
     p.add_argument("--imdb", default=None, help="test before/after on this image set")
     p.add_argument("--proposals", default=None, help="test on these proposals (no-RPN model)")
     p.add_argument("--num-images", type=int, default=None)
-    p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--bench-head", action="store_true",
                    help="time the head (fc layers) on 300 RoIs before/after, models alternating")
     add_common_args(p)
