@@ -225,3 +225,29 @@ def test_generators_decide_the_samples():
     assert a == b and a != c
     with pytest.raises(ValueError, match="2 sampling generators for 1 images"):
         model(im, info, gt, generators=[torch.Generator(), torch.Generator()])
+
+
+def test_bf16_autocast_training_step_keeps_float32_losses():
+    """--amp on the CPU: the forward runs under bf16 autocast (convs, RoI pooling on bf16
+    features with float32 RoIs), the losses and target arithmetic stay float32, and the step
+    is close to the float32 one."""
+    from frcnn.fast_rcnn.train import SolverParams, build_optimizer
+
+    cfg = get_default_cfg()
+    cfg.ANCHOR_SCALES = (2, 4, 8)
+    im = torch.randn(1, 3, 128, 160) * 50
+    info = torch.tensor([[128., 160., 1.]])
+    gt = [torch.tensor([[10., 10., 60., 70., 1.], [70., 20., 120., 90., 2.]])]
+    losses = {}
+    for name, enabled in (("fp32", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = build_model("TINY", 3, cfg, ims_per_batch=1).train()
+        opt = build_optimizer(model, SolverParams.from_cfg(cfg, 1, 0))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = model(im, info, gt, generators=[torch.Generator().manual_seed(0)])
+        assert all(v.dtype == torch.float32 for v in out.values())
+        sum(out.values()).backward()
+        opt.step()
+        losses[name] = {k: float(v) for k, v in out.items()}
+    for k, v in losses["fp32"].items():
+        assert abs(losses["bf16"][k] - v) <= 0.05 * abs(v) + 0.02, (k, v, losses["bf16"][k])
