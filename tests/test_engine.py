@@ -248,6 +248,6 @@ def test_bf16_autocast_training_step_keeps_float32_losses():
         assert all(v.dtype == torch.float32 for v in out.values())
         sum(out.values()).backward()
         opt.step()
-        losses[name] = {k: float(v) for k, v in out.items()}
+        losses[name] = {k: float(v.detach()) for k, v in out.items()}
     for k, v in losses["fp32"].items():
         assert abs(losses["bf16"][k] - v) <= 0.05 * abs(v) + 0.02, (k, v, losses["bf16"][k])
