@@ -74,7 +74,7 @@ cuda-emu:
 	CUDA_HOME=$(abspath $(CUDA_INC)/..) $(PYTHON) csrc/emu/build_emu.py
 
 # build/emu/driver-<variant>: asan, tsan, tsan-nobarrier (a __syncthreads removed).
-build/emu/driver-%: $(EMU_CU) $(EMU_DRIVER_SRC) csrc/emu/cuda_emu.h csrc/emu/emu_api.h csrc/cuda/kernels.h
+build/emu/driver-%: $(EMU_CU) $(EMU_DRIVER_SRC) csrc/emu/cuda_emu.h csrc/emu/emu_api.h csrc/emu/selftest.h csrc/cuda/kernels.h
 	@test -n "$(CUDA_INC)" || { echo "cuda-emu: no CUDA toolkit headers (set CUDA_HOME)"; exit 1; }
 	@mkdir -p build/emu/obj-$*
 	@set -e; v=$*; san=-fsanitize=$${v%%-*}; [ "$$san" = -fsanitize=asan ] && san=-fsanitize=address; \
