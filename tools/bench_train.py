@@ -120,11 +120,16 @@ def torchvision_vgg16(cfg):
         from torchvision.models.detection import FasterRCNN
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
         from torchvision.models.detection.rpn import AnchorGenerator
+        from torchvision.ops import MultiScaleRoIAlign
     except ImportError:
         return None
 
-    class RoIPool7(torch.nn.Module):
-        """torchvision.ops.roi_pool on the single stride-16 map, in the box_roi_pool slot."""
+    class RoIPool7(MultiScaleRoIAlign):
+        """torchvision.ops.roi_pool on the single stride-16 map, in the box_roi_pool slot
+        (FasterRCNN accepts only a MultiScaleRoIAlign there)."""
+
+        def __init__(self):
+            super().__init__(["0"], 7, 0)
 
         def forward(self, features, proposals, image_shapes):
             return torchvision.ops.roi_pool(features["0"], proposals, (7, 7), 1 / 16)
