@@ -5,7 +5,7 @@
 // ties keep the first max in row-major order. A bin whose values are all NaN (NaN never compares
 // greater) outputs the dtype's lowest value with argmax -1, as the plane-walking kernel did.
 //
-// RoI contract (docs: notes ROI_CONTRACT): features float32/float64/bfloat16/float16, rois
+// The RoI contract shared with the CUDA kernels: features float32/float64/bfloat16/float16, rois
 // float32 or float64 whatever the features' dtype (rois of a reduced feature dtype are upcast to
 // float32); bin arithmetic in double for float64 rois, else float32. Bad RoIs throw before any
 // work. Backward: gradients of half/bf16 accumulate in float32; argmax outside [-1, H*W) throws.
@@ -406,7 +406,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   });
   auto grad_input = at::empty({batch_size, channels, height, width}, grad.options());
   const int64_t P = pooled_height * pooled_width, HW = height * width, C = channels;
-  if (R == 0 || C == 0 || HW == 0) {
+  if (R == 0 || C == 0) {
     grad_input.zero_();
     return grad_input;
   }
