@@ -164,13 +164,16 @@ void check_args(const at::Tensor& x, const at::Tensor& rois, int64_t PH, int64_t
               " (CPU): features and rois must be CPU tensors");
   TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
               ": rois must be [R, 5] (batch_idx, x1, y1, x2, y2), got ", rois.sizes());
-  TORCH_CHECK(at::isFloatingType(rois.scalar_type()), op,
-              ": rois must be floating point (float32 or float64), got ", rois.scalar_type());
+  const auto rt = rois.scalar_type();
+  TORCH_CHECK(rt == at::kFloat || rt == at::kDouble ||
+                  ((rt == at::kHalf || rt == at::kBFloat16) && rt == x.scalar_type()),
+              op, ": rois must be float32 or float64 (or the features' dtype), got ", rt,
+              " with ", x.scalar_type(), " features");
   TORCH_CHECK(PH > 0 && PW > 0, op, ": pooled size must be positive, got ", PH, " x ", PW);
 }
 
-// float64 rois keep double coordinates; any other float dtype is read as float32 (exact for
-// half / bfloat16 rois, which the contract accepts for compatibility).
+// float64 rois keep double coordinates; float32 stay; half / bfloat16 rois (accepted with
+// features of the same dtype, for compatibility) are read as float32, exactly.
 at::Tensor coords(const at::Tensor& rois) {
   return rois.scalar_type() == at::kDouble ? rois.contiguous()
                                            : rois.to(at::kFloat).contiguous();

@@ -1,29 +1,20 @@
 // Torch glue for the CUDA RoIAlign kernels (built only with CUDA); the host logic (RoI contract
 // checks, dtypes, determinism alert) is in roi_align_glue.h.
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "cuda_backend.h"
 #include "roi_align_glue.h"
 
 namespace frcnn {
 namespace {
-
-struct AlignCudaBackend {
-  static constexpr c10::DeviceType kDevice = c10::DeviceType::CUDA;
-  static constexpr const char* kWhat = "CUDA";
-  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream().stream(); }
-  void check(cudaError_t err, const char* op) const {
-    TORCH_CHECK(err == cudaSuccess, op, " (CUDA): ", cudaGetErrorString(err));
-  }
-};
 
 at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                           int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                           bool aligned) {
   TORCH_CHECK(input.is_cuda(), "frcnn::roi_align (CUDA): features must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(input.device());
-  return align_glue::roi_align_forward(AlignCudaBackend{}, input, rois, spatial_scale,
+  return glue::roi_align_forward(glue::CudaBackend{}, input, rois, spatial_scale,
                                        pooled_height, pooled_width, sampling_ratio, aligned);
 }
 
@@ -34,7 +25,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
                                    bool aligned) {
   TORCH_CHECK(grad.is_cuda(), "frcnn::roi_align_backward (CUDA): grad must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(grad.device());
-  return align_glue::roi_align_backward(AlignCudaBackend{}, grad, rois, spatial_scale,
+  return glue::roi_align_backward(glue::CudaBackend{}, grad, rois, spatial_scale,
                                         pooled_height, pooled_width, batch_size, channels,
                                         height, width, sampling_ratio, aligned);
 }

@@ -1,60 +1,23 @@
-// Host side of CUDA RoIAlign, written once for a Backend (the CUDA glue roi_align_cuda.cpp, and
-// the CUDA emulator's extension): RoI contract checks, dtypes, output allocation, launches.
-// Backend: kDevice (c10::DeviceType), kWhat (text for messages), stream(), check(err, op).
-// RoI contract (notes: ROI_CONTRACT): features float32/float64/float16/bfloat16; rois float32 or
-// float64 whatever the feature dtype (half/bfloat16 rois of the features' dtype are read as
-// float32); a bad batch index or a non-finite coordinate is the same host-side error as on
-// CPU, found by one small reduction on the device and one synchronisation.
+// Host side of CUDA RoIAlign, written once for a Backend (glue::CudaBackend in
+// roi_align_cuda.cpp, the CUDA emulator's EmuBackend in csrc/emu/emu_ops.cpp): RoI contract
+// checks (shared with RoI pooling, roi_pool_glue.h), dtypes, output allocation, launches.
+// RoI contract: features float32/float64/float16/bfloat16; rois float32 or float64 whatever the
+// feature dtype (rois of the features' half dtype are read as float32); a bad batch index or a
+// non-finite coordinate is the same host-side error as on CPU, found by one small reduction on
+// the device and one synchronisation.
 #pragma once
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/arange.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/isfinite.h>
-#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include "roi_align_kernel.h"
+#include "roi_pool_glue.h"
 
 namespace frcnn {
+namespace glue {
 
-// csrc/cpu/roi_align_cpu.cpp: throws the contract's message for the first bad RoI (CPU rois).
-void roi_align_check_rois_host(const at::Tensor& rois_cpu, int64_t batch_size, const char* op);
-
-namespace align_glue {
-
-inline cuda::Dtype feature_dtype(const at::Tensor& t, const char* op, const char* what) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return cuda::kFloat32;
-    case at::kDouble: return cuda::kFloat64;
-    case at::kHalf: return cuda::kFloat16;
-    case at::kBFloat16: return cuda::kRoiAlignBFloat16;
-    default:
-      TORCH_CHECK(false, op, " (", what, "): features must be float32, float64, float16 or ",
-                  "bfloat16, got ", t.scalar_type());
-  }
-}
-
-inline at::Tensor coordinate_rois(const at::Tensor& rois, const char* op) {
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
-              ": rois must be [R, 5] (batch_idx, x1, y1, x2, y2), got ", rois.sizes());
-  TORCH_CHECK(at::isFloatingType(rois.scalar_type()), op,
-              ": rois must be floating point (float32 or float64), got ", rois.scalar_type());
-  return rois.scalar_type() == at::kDouble ? rois.contiguous()
-                                           : rois.to(at::kFloat).contiguous();
-}
-
-// One reduction on the device and one sync; on a bad RoI the CPU check names it.
-inline void check_rois(const at::Tensor& rois, int64_t batch_size, const char* op) {
-  if (rois.size(0) == 0) return;
-  auto finite = at::isfinite(rois).all(1);
-  auto b = rois.select(1, 0).trunc();  // toward zero, as Caffe's int cast
-  auto bad = finite.logical_not().logical_or(b.lt(0)).logical_or(b.ge(batch_size));
-  if (bad.any().item<bool>()) roi_align_check_rois_host(rois.to(at::kCPU), batch_size, op);
-}
-
-inline cuda::Dtype roi_dtype(const at::Tensor& r) {
+inline cuda::Dtype align_roi_dtype(const at::Tensor& r) {
   return r.scalar_type() == at::kDouble ? cuda::kFloat64 : cuda::kFloat32;
 }
 
@@ -70,14 +33,14 @@ at::Tensor roi_align_forward(const Backend& be, const at::Tensor& input, const a
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": pooled size must be positive, got ",
               pooled_height, " x ", pooled_width);
   const auto dtype = feature_dtype(input, op, Backend::kWhat);
-  auto r = coordinate_rois(rois, op);
+  auto r = coordinate_rois(rois, input, op);
   const int64_t B = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t R = r.size(0);
   check_rois(r, B, op);
   auto output = at::zeros({R, C, pooled_height, pooled_width}, input.options());
   if (output.numel() == 0 || H == 0 || W == 0) return output;
   auto x = input.contiguous();
-  be.check(cuda::roi_align_forward_launch(dtype, roi_dtype(r), x.const_data_ptr(),
+  be.check(cuda::roi_align_forward_launch(dtype, align_roi_dtype(r), x.const_data_ptr(),
                                           r.const_data_ptr(), R, C, H, W, pooled_height,
                                           pooled_width, spatial_scale, sampling_ratio, aligned,
                                           output.mutable_data_ptr(), be.stream()),
@@ -95,7 +58,7 @@ at::Tensor roi_align_backward(const Backend& be, const at::Tensor& grad, const a
               " (", Backend::kWhat, "): grad and rois must be on the same device, got ",
               grad.device(), " and ", rois.device());
   const auto dtype = feature_dtype(grad, op, Backend::kWhat);
-  auto r = coordinate_rois(rois, op);
+  auto r = coordinate_rois(rois, grad, op);
   const int64_t R = r.size(0);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == R && grad.size(1) == channels &&
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
@@ -112,7 +75,7 @@ at::Tensor roi_align_backward(const Backend& be, const at::Tensor& grad, const a
                        grad.options().dtype(low ? at::kFloat : grad.scalar_type()));
   if (grad.numel() > 0 && height * width > 0) {
     auto g = grad.contiguous();
-    be.check(cuda::roi_align_backward_launch(dtype, roi_dtype(r), g.const_data_ptr(),
+    be.check(cuda::roi_align_backward_launch(dtype, align_roi_dtype(r), g.const_data_ptr(),
                                              r.const_data_ptr(), R, channels, height, width,
                                              pooled_height, pooled_width, spatial_scale,
                                              sampling_ratio, aligned, acc.mutable_data_ptr(),
@@ -122,5 +85,5 @@ at::Tensor roi_align_backward(const Backend& be, const at::Tensor& grad, const a
   return low ? acc.to(grad.scalar_type()) : acc;
 }
 
-}  // namespace align_glue
+}  // namespace glue
 }  // namespace frcnn

@@ -9,12 +9,6 @@
 
 #include "roi_align_kernel.h"
 
-// Launch macro (kernel last, so template arguments need no parentheses); kernels.h or the
-// emulator's header may already define it.
-#ifndef FRCNN_LAUNCH
-#define FRCNN_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<grid, block, shmem, stream>>>
-#endif
-
 namespace frcnn {
 namespace cuda {
 namespace {
@@ -226,7 +220,7 @@ template <typename Co>
 cudaError_t forward_dtype(Dtype dtype, const void* input, const void* rois, int64_t R, int64_t C,
                           int64_t H, int64_t W, int64_t PH, int64_t PW, double scale,
                           int64_t sr, bool aligned, void* output, cudaStream_t stream) {
-  switch (static_cast<int>(dtype)) {
+  switch (dtype) {
     case kFloat32:
       return forward_impl<float, Co>(input, rois, R, C, H, W, PH, PW, scale, sr, aligned, output,
                                      stream);
@@ -236,7 +230,7 @@ cudaError_t forward_dtype(Dtype dtype, const void* input, const void* rois, int6
     case kFloat16:
       return forward_impl<__half, Co>(input, rois, R, C, H, W, PH, PW, scale, sr, aligned,
                                       output, stream);
-    case kRoiAlignBFloat16:
+    case kBFloat16:
       return forward_impl<__nv_bfloat16, Co>(input, rois, R, C, H, W, PH, PW, scale, sr, aligned,
                                              output, stream);
   }
@@ -247,7 +241,7 @@ template <typename Co>
 cudaError_t backward_dtype(Dtype dtype, const void* grad, const void* rois, int64_t R, int64_t C,
                            int64_t H, int64_t W, int64_t PH, int64_t PW, double scale,
                            int64_t sr, bool aligned, void* grad_input, cudaStream_t stream) {
-  switch (static_cast<int>(dtype)) {
+  switch (dtype) {
     case kFloat32:
       return backward_impl<float, Co, float>(grad, rois, R, C, H, W, PH, PW, scale, sr, aligned,
                                              grad_input, stream);
@@ -257,7 +251,7 @@ cudaError_t backward_dtype(Dtype dtype, const void* grad, const void* rois, int6
     case kFloat16:
       return backward_impl<__half, Co, float>(grad, rois, R, C, H, W, PH, PW, scale, sr, aligned,
                                               grad_input, stream);
-    case kRoiAlignBFloat16:
+    case kBFloat16:
       return backward_impl<__nv_bfloat16, Co, float>(grad, rois, R, C, H, W, PH, PW, scale, sr,
                                                      aligned, grad_input, stream);
   }

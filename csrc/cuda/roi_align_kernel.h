@@ -8,9 +8,6 @@
 namespace frcnn {
 namespace cuda {
 
-// bfloat16 features (kernels.h's Dtype may not name it yet; same value as its kBFloat16).
-constexpr Dtype kRoiAlignBFloat16 = static_cast<Dtype>(3);
-
 // RoIAlign forward. input [B, C, H, W] (dtype: float32/float64/float16/bfloat16), rois [R, 5]
 // (roi_dtype kFloat32 or kFloat64: the coordinate arithmetic is done in it), output
 // [R, C, pooled_h, pooled_w] in the input dtype. Batch indices must be in [0, B) and the

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../cuda/kernels.h"
+#include "../cuda/roi_align_kernel.h"
 #include "emu_api.h"
 #include "selftest.h"
 
@@ -160,6 +161,76 @@ void roi_case(std::mt19937& rng, int B, int C, int H, int W, int R, int P, bool 
                           std::to_string(expect));
 }
 
+// RoIAlign forward + backward on features of ones: a bin's value is the share of its samples
+// inside [-1, H] x [-1, W] (weights of a sample sum to 1), so it lies in [0, 1] and is 1 for a
+// RoI well inside the map; and the backward of an all-ones grad puts exactly the forward's
+// total mass into the input gradient. RoIs reach outside the map, are tiny or reversed, with
+// adaptive and fixed sampling, so every branch of the bilinear clamp runs under the sanitizers.
+template <typename T>
+void align_case(std::mt19937& rng, int B, int C, int H, int W, int R, int P, int sampling_ratio,
+                bool aligned) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<T> x(static_cast<size_t>(B) * C * H * W, T(1));
+  const double scale = 0.5;
+  std::vector<float> rois(5 * static_cast<size_t>(R));
+  for (int r = 0; r < R; ++r) {
+    rois[5 * r] = static_cast<float>(r % B);
+    const double x1 = u(rng) * (W + 8) / scale - 8, y1 = u(rng) * (H + 8) / scale - 8;
+    const double w = (u(rng) * 1.2 - 0.1) * W / scale, h = (u(rng) * 1.2 - 0.1) * H / scale;
+    rois[5 * r + 1] = static_cast<float>(x1);
+    rois[5 * r + 2] = static_cast<float>(y1);
+    rois[5 * r + 3] = static_cast<float>(x1 + w);
+    rois[5 * r + 4] = static_cast<float>(y1 + h);
+  }
+  const bool has_inside = R > 0 && H >= 4 && W >= 4;
+  if (has_inside) {  // one RoI well inside the map: every sample inside -> exactly 1
+    const float box[5] = {0.f, 1.f / static_cast<float>(scale), 1.f / static_cast<float>(scale),
+                          (W - 2) / static_cast<float>(scale), (H - 2) / static_cast<float>(scale)};
+    std::copy(box, box + 5, rois.begin());
+  }
+  const size_t total = static_cast<size_t>(R) * C * P * P;
+  std::vector<T> out(total, T(-7));
+  const Dtype dt = sizeof(T) == 8 ? frcnn::cuda::kFloat64 : frcnn::cuda::kFloat32;
+  const std::string what = "roi_align R=" + std::to_string(R) + " C=" + std::to_string(C) + " " +
+                           std::to_string(H) + "x" + std::to_string(W) + " ratio " +
+                           std::to_string(sampling_ratio) + (aligned ? " aligned" : "");
+  expect_ok(frcnn::cuda::roi_align_forward_launch(dt, frcnn::cuda::kFloat32, x.data(),
+                                                  rois.data(), R, C, H, W, P, P, scale,
+                                                  sampling_ratio, aligned, out.data(), nullptr),
+            what + " forward");
+  double mass = 0;
+  for (size_t i = 0; i < total; ++i) {
+    const bool inside_roi = has_inside && i / (static_cast<size_t>(C) * P * P) == 0;
+    if (!(out[i] >= T(0) && out[i] <= T(1.0001)) ||
+        (inside_roi && std::fabs(static_cast<double>(out[i]) - 1) > 1e-6)) {
+      fail(what + ": value " + std::to_string(static_cast<double>(out[i])) + " at " +
+           std::to_string(i));
+      return;
+    }
+    mass += static_cast<double>(out[i]);
+  }
+  std::vector<T> grad(total, T(1)), gin(x.size(), T(0));
+  expect_ok(frcnn::cuda::roi_align_backward_launch(dt, frcnn::cuda::kFloat32, grad.data(),
+                                                   rois.data(), R, C, H, W, P, P, scale,
+                                                   sampling_ratio, aligned, gin.data(), nullptr),
+            what + " backward");
+  double sum = 0;
+  for (T v : gin) sum += static_cast<double>(v);
+  if (std::fabs(sum - mass) > 1e-3 * (1 + mass))
+    fail(what + ": backward mass " + std::to_string(sum) + " != " + std::to_string(mass));
+}
+
+void align_cases(std::mt19937& rng, bool quick) {
+  for (int sr : {0, 2}) {
+    for (bool aligned : {false, true}) {
+      align_case<float>(rng, 2, 3, 9, 11, 9, 3, sr, aligned);
+      if (!quick) align_case<double>(rng, 1, 2, 5, 4, 6, 2, sr, aligned);
+    }
+  }
+  align_case<float>(rng, 1, 1, 1, 1, 3, 2, 0, true);  // a 1 x 1 map: every clamp branch
+  if (!quick) align_case<float>(rng, 3, 4, 17, 13, 40, 7, 2, true);
+}
+
 void selftests() {
   std::vector<int> out(64, 0);
   expect_ok(frcnn_emu::selftest_launch("count", dim3(2, 2, 1), dim3(4, 2, 1), 0, out.data()),
@@ -205,6 +276,7 @@ int main(int argc, char** argv) {
   roi_case<float>(rng, 2, 3, 9, 11, 7, 3, false);
   roi_case<double>(rng, 1, 2, 5, 4, 5, 2, false);
   if (!quick) roi_case<float>(rng, 3, 4, 17, 13, 40, 7, false);
+  align_cases(rng, quick);
   if (g_failures) {
     std::fprintf(stderr, "emu_driver: %d failure(s)\n", g_failures);
     return 1;

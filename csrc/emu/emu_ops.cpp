@@ -1,12 +1,15 @@
 // frcnn._C_cuda_emu: the CUDA kernels (csrc/cuda/*.cu built for the CPU by the emulator) behind
-// the same host glue as the CUDA build (nms_glue.h, roi_pool_glue.h), on CPU tensors.
-// Ops: torch.ops.frcnn_cuda_emu.{nms, roi_pool, roi_pool_backward, set_mode, mode, selftest}.
+// the same host glue as the CUDA build (nms_glue.h, roi_pool_glue.h, roi_align_glue.h), on CPU
+// tensors.
+// Ops: torch.ops.frcnn_cuda_emu.{nms, roi_pool, roi_pool_backward, roi_align,
+// roi_align_backward, set_mode, mode, selftest}.
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
 #include "../cuda/nms_glue.h"
+#include "../cuda/roi_align_glue.h"
 #include "../cuda/roi_pool_glue.h"
 #include "emu_api.h"
 #include "selftest.h"
@@ -46,6 +49,23 @@ at::Tensor emu_roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
                                  int64_t channels, int64_t height, int64_t width) {
   return glue::roi_pool_backward(EmuBackend{}, grad, rois, argmax, spatial_scale, pooled_height,
                                  pooled_width, batch_size, channels, height, width);
+}
+
+at::Tensor emu_roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                         bool aligned) {
+  return glue::roi_align_forward(EmuBackend{}, input, rois, spatial_scale, pooled_height,
+                                 pooled_width, sampling_ratio, aligned);
+}
+
+at::Tensor emu_roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
+                                  double spatial_scale, int64_t pooled_height,
+                                  int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                  int64_t height, int64_t width, int64_t sampling_ratio,
+                                  bool aligned) {
+  return glue::roi_align_backward(EmuBackend{}, grad, rois, spatial_scale, pooled_height,
+                                  pooled_width, batch_size, channels, height, width,
+                                  sampling_ratio, aligned);
 }
 
 void emu_set_mode(const std::string& mode) {
@@ -90,6 +110,15 @@ TORCH_LIBRARY(frcnn_cuda_emu, m) {
       "int pooled_height, int pooled_width, int batch_size, int channels, int height, "
       "int width) -> Tensor",
       &frcnn::emu_roi_pool_backward);
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+      &frcnn::emu_roi_align);
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width, "
+      "int sampling_ratio, bool aligned) -> Tensor",
+      &frcnn::emu_roi_align_backward);
   m.def("set_mode(str mode) -> ()", &frcnn::emu_set_mode);
   m.def("mode() -> str", &frcnn::emu_mode);
   m.def("selftest(str name, int[] grid, int[] block, int shared, int size) -> Tensor",
