@@ -30,16 +30,16 @@ def plot_recall_curves(curves, path, title="Proposal recall vs IoU"):
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
     for src, n, th, rec in curves:
         k = ns.index(n)
-        ax.plot(th, rec, styles[sources.index(src) % len(styles)],
+        ax.plot(th, rec, linestyle=styles[sources.index(src) % len(styles)],
                 color=cmap(k / max(1, len(ns) - 1) * 0.85), marker="o", markersize=3,
                 label=f"{src}, {n}")
+    ax.legend(fontsize=7, loc="lower left", handlelength=3)
     ax.set_xlabel("IoU")
     ax.set_ylabel("recall")
     ax.set_xlim(0.5, 1.0)
     ax.set_ylim(0, 1.0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
