@@ -43,7 +43,7 @@ cuda-check:
 	    || { cat build/cuda-check/$$(basename $$f .cu).usage; exit 1; }; \
 	done
 	@echo "cuda-check: OK, $(words $(CU_SOURCES)) .cu files compiled for sm: $(CUDA_CHECK_ARCHS)"
-	@echo "cuda-check: registers / spills per kernel (nvcc --resource-usage), highest arch:"
+	@echo "cuda-check: registers / spills per kernel and architecture (nvcc --resource-usage):"
 	@cat build/cuda-check/*.usage | $(PYTHON) scripts/cuda_usage.py
 	@# CPU wheels ship c10/cuda's headers but not the generated cuda_cmake_macros.h: a stub
 	@# (searched after torch's own include directories) stands in for it.
@@ -74,7 +74,7 @@ cuda-emu:
 	CUDA_HOME=$(abspath $(CUDA_INC)/..) $(PYTHON) csrc/emu/build_emu.py
 
 # build/emu/driver-<variant>: asan, tsan, tsan-nobarrier (a __syncthreads removed).
-build/emu/driver-%: $(EMU_CU) $(EMU_DRIVER_SRC) csrc/emu/cuda_emu.h csrc/emu/emu_api.h csrc/cuda/kernels.h
+build/emu/driver-%: $(EMU_CU) $(EMU_DRIVER_SRC) csrc/emu/cuda_emu.h csrc/emu/emu_api.h csrc/emu/selftest.h csrc/cuda/kernels.h
 	@test -n "$(CUDA_INC)" || { echo "cuda-emu: no CUDA toolkit headers (set CUDA_HOME)"; exit 1; }
 	@mkdir -p build/emu/obj-$*
 	@set -e; v=$*; san=-fsanitize=$${v%%-*}; [ "$$san" = -fsanitize=asan ] && san=-fsanitize=address; \

@@ -332,6 +332,24 @@ def test_roi_pool_bad_batch_index_is_an_error(bad, msg):
             K.roi_pool(x, rois.to(rd), 0.5, 2, 2)
 
 
+@pytest.mark.parametrize("row,col,bad", [(1, 0, 2.0), (2, 0, -1.0), (1, 0, float("nan")),
+                                          (0, 3, float("inf")), (2, 1, float("-inf"))])
+def test_bad_roi_error_is_identical_on_cpu(row, col, bad):
+    # One defined behaviour for CPU and CUDA (the RoI contract): the same message.
+    x, rois = _pool_inputs()
+    rois[row, col] = bad
+    with pytest.raises(RuntimeError) as cuda_err:
+        K.roi_pool(x, rois, 0.5, 2, 2)
+    try:
+        torch.ops.frcnn.roi_pool(x, rois, 0.5, 2, 2)
+        cpu_msg = "(no error)"
+    except RuntimeError as e:
+        cpu_msg = str(e).splitlines()[0]
+    if "has batch index" not in cpu_msg and "non-finite" not in cpu_msg:
+        pytest.skip(f"this build's CPU roi_pool predates the RoI contract: {cpu_msg!r}")
+    assert str(cuda_err.value).splitlines()[0] == cpu_msg
+
+
 def test_roi_pool_batch_index_truncates_toward_zero():
     x, rois = _pool_inputs()
     ok = rois.clone()

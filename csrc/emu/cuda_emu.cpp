@@ -14,7 +14,12 @@
 #include <thread>
 #include <vector>
 
-#if !defined(__x86_64__)
+// The fiber stack switch: a few instructions of x86-64 assembly; elsewhere, or with CET shadow
+// stacks possible (a `ret` onto a new stack would not match the shadow stack), ucontext.
+#if defined(__x86_64__) && !defined(__CET__)
+#define FRCNN_EMU_ASM_SWITCH 1
+#else
+#define FRCNN_EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -159,7 +164,7 @@ struct Block {
     void* fake_stack = nullptr;  // ASan's bookkeeping while switched out
     bool done = false;
     Site site;
-#if !defined(__x86_64__)
+#if !FRCNN_EMU_ASM_SWITCH
     ucontext_t uc;
 #endif
   };
@@ -207,7 +212,7 @@ struct Scheduler {
   void* fake_stack = nullptr;
   const void* stack_bottom = nullptr;  // the scheduler's stack (ASan), learnt by the fibers
   size_t stack_size = 0;
-#if !defined(__x86_64__)
+#if !FRCNN_EMU_ASM_SWITCH
   ucontext_t uc;
 #endif
   Block* blk = nullptr;
@@ -234,7 +239,7 @@ struct Scheduler {
 };
 thread_local Scheduler t_sched;
 
-#if defined(__x86_64__)
+#if FRCNN_EMU_ASM_SWITCH
 // switch_stack(save, next): saves the callee-saved registers on the current stack, stores the
 // stack pointer in *save, continues on `next` (a stack saved the same way).
 extern "C" void frcnn_emu_switch_stack(void** save, void* next);
@@ -267,7 +272,7 @@ void to_scheduler(bool finished = false) {
   Block::Fiber& f = blk.fibers[blk.current];
   FRCNN_EMU_START_SWITCH(finished ? nullptr : &f.fake_stack, t_sched.stack_bottom,
                          t_sched.stack_size);
-#if defined(__x86_64__)
+#if FRCNN_EMU_ASM_SWITCH
   frcnn_emu_switch_stack(&blk.fibers[blk.current].sp, t_sched.sp);
 #else
   swapcontext(&blk.fibers[blk.current].uc, &t_sched.uc);
@@ -289,7 +294,7 @@ void fiber_resume(Block& blk, unsigned i) {
   set_builtins(*blk.cfg, i);
   const Stack& s = t_sched.stacks[i];
   FRCNN_EMU_START_SWITCH(&t_sched.fake_stack, s.base, s.size);
-#if defined(__x86_64__)
+#if FRCNN_EMU_ASM_SWITCH
   frcnn_emu_switch_stack(&t_sched.sp, blk.fibers[i].sp);
 #else
   swapcontext(&t_sched.uc, &blk.fibers[i].uc);
@@ -305,7 +310,7 @@ void run_block_fibers(Block& blk, KernelBody body) {
   for (unsigned i = 0; i < n; ++i) {
     Stack& s = t_sched.stack(i);
     FRCNN_EMU_UNPOISON(s.base, s.size);  // frames of an earlier fiber on this stack
-#if defined(__x86_64__)
+#if FRCNN_EMU_ASM_SWITCH
     // Initial frame: six zeroed callee-saved registers, then fiber_main as the return address
     // at a 16-byte aligned slot, so fiber_main starts with the ABI's stack alignment.
     auto top = reinterpret_cast<uintptr_t>(s.base + s.size) & ~uintptr_t(15);
