@@ -24,7 +24,7 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=0, alig
     returns: [R, C, pooled_h, pooled_w] in the features' dtype. A bad batch index or a
         non-finite coordinate is a RuntimeError naming the RoI.
     """
-    _ext.require()
+    _ext.require(features, rois)
     ph, pw = _pair(output_size)
     return torch.ops.frcnn.roi_align(features, rois, float(spatial_scale), ph, pw,
                                      int(sampling_ratio), bool(aligned))
