@@ -49,8 +49,26 @@ def main(argv=None):
     p.add_argument("--path-file", default=None, help="write the cfg path into this file")
     add_common_args(p)
     args = p.parse_args(argv)
-    cfg = setup_cfg(args)
+    # the flavour's reference keys first (TEST.HAS_RPN, ...), as the hand-written cfgs have them
+    import yaml
+
+    from frcnn.config import merge_into
+
+    base_file = os.path.join(_init_paths.ROOT, "experiments", "cfgs", f"faster_rcnn_{args.flavour}.yml")
+    with open(base_file) as f:
+        base = yaml.safe_load(f) or {}
+    base.pop("EXP_DIR", None)
+    setup_cfg(args)  # checks the user's yml and --set pairs (ConfigError naming them)
     fixed = user_keys(args)
+    from frcnn.config import cfg_from_file, cfg_from_list, get_default_cfg
+
+    cfg = merge_into(base, get_default_cfg())
+    if args.cfg_file:  # the user's keys over the base
+        cfg_from_file(args.cfg_file, cfg)
+    if args.set_cfgs:
+        cfg_from_list(list(args.set_cfgs), cfg)
+    if args.device:
+        cfg.DEVICE = args.device
 
     from frcnn import autocfg
     from frcnn.config import get_output_dir
@@ -65,7 +83,7 @@ def main(argv=None):
         keys["EXP_DIR"] = f"auto_{args.flavour}"
     autocfg.apply(keys, cfg)
     given = {}
-    for k in fixed:
+    for k in [k for k in flat_keys(base) if k not in keys] + fixed:
         node = cfg
         for part in k.split("."):
             node = node[part]
@@ -73,8 +91,8 @@ def main(argv=None):
     out_dir = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
     path = os.path.join(out_dir, "cfg.yml")
     notes = [f"{args.net} {args.flavour} on {imdb.name}"] + notes
-    if given:
-        notes.append("kept as given: " + ", ".join(sorted(given)))
+    if fixed:
+        notes.append("kept as given: " + ", ".join(sorted(fixed)))
     with open(path + ".tmp", "w") as f:
         f.write(autocfg.to_yaml(keys, notes, extra=given))
     os.replace(path + ".tmp", path)
