@@ -94,7 +94,9 @@ def image_set_proposals(paths, mode="fast", top_k=2000, max_side=None, workers=N
         return out
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+    # spawn, not fork: a forked child that resizes cv2's thread pool (setNumThreads) after the
+    # parent used it deadlocks (seen: the SS test hung for 10 minutes)
+    ctx = mp.get_context("spawn")
     out = []
     with ctx.Pool(workers, initializer=_worker_init) as pool:
         for k, b in enumerate(pool.imap(_one, jobs, chunksize=1), 1):
