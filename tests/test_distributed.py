@@ -367,4 +367,4 @@ def test_tools_under_torchrun(tmp_path):
     map_file = os.path.join(tmp, "map.txt")
     log = _torchrun(["tools/test_net.py", "--net", "TINY", "--model", final, "--imdb", "shapes_test",
                      "--cfg", cfg, "--device", "cpu", "--map-file", map_file] + sets, tmp)
-    assert log.count("Mean AP") == 1 and os.path.exists(map_file)
+    assert log.count("Mean AP =") == 1 and os.path.exists(map_file)
