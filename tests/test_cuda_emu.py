@@ -10,40 +10,16 @@ gradients a GPU's atomics sum in another order: float32 results then agree withi
 which is what scripts/gpu_check.sh tests on a real GPU.)
 """
 import functools
-import os
 
 import numpy as np
 import pytest
 import torch
 
-import frcnn.ops  # noqa: F401 - loads frcnn._C (the CPU kernels)
+from cuda_target import QUICK, TARGET, emu_only, ncases, select  # noqa: F401
 
-# FRCNN_CUDA_TEST_DEVICE=cuda runs the same seeded cases on a real GPU (scripts/gpu_check.sh):
-# the CUDA build's ops on CUDA tensors instead of the emulator. Emulator-only tests skip then.
-TARGET = os.environ.get("FRCNN_CUDA_TEST_DEVICE", "emu")
-# FRCNN_CUDA_TEST_QUICK=1: a tenth of the random cases (for compute-sanitizer's slow tools).
-QUICK = os.environ.get("FRCNN_CUDA_TEST_QUICK") == "1"
-EMU = None
-if TARGET == "emu":
-    try:
-        import frcnn._C_cuda_emu  # noqa: F401
-        EMU = torch.ops.frcnn_cuda_emu
-    except ImportError as e:  # pragma: no cover - CI builds it
-        pytestmark = pytest.mark.skip(
-            reason=f"frcnn._C_cuda_emu is not built ({e}): run `make cuda-emu` (needs the CUDA "
-                   "toolkit's headers, no GPU); CI builds it")
-elif TARGET == "cuda":
-    if not (torch.cuda.is_available() and getattr(frcnn.ops._ext._C, "WITH_CUDA", 0)):
-        pytestmark = pytest.mark.skip(reason="FRCNN_CUDA_TEST_DEVICE=cuda needs a GPU and a "
-                                             "FORCE_CUDA=1 build")
-else:
-    raise RuntimeError(f"FRCNN_CUDA_TEST_DEVICE must be emu or cuda, got {TARGET!r}")
-
-emu_only = pytest.mark.skipif(TARGET != "emu", reason="tests the emulator or its parameters")
-
-
-def ncases(n):
-    return max(1, n // 10) if QUICK else n
+EMU, _skip = select()
+if _skip:
+    pytestmark = _skip
 
 
 class K:

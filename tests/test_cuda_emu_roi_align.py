@@ -7,34 +7,17 @@ multiply-adds on either side). Backward: the CUDA kernel adds with atomics in an
 float results agree within rounding; with small dyadic gradients on dyadic coordinates every
 partial sum is exact and the results are equal.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
 
-import frcnn.ops  # noqa: F401 - loads frcnn._C (the CPU kernels)
+from cuda_target import QUICK, TARGET, ncases, select  # noqa: F401
 from test_roi_align import random_case
 
-TARGET = os.environ.get("FRCNN_CUDA_TEST_DEVICE", "emu")
-QUICK = os.environ.get("FRCNN_CUDA_TEST_QUICK") == "1"
-EMU = None
-if TARGET == "emu":
-    try:
-        import frcnn._C_cuda_emu  # noqa: F401
-        EMU = torch.ops.frcnn_cuda_emu
-        if not hasattr(EMU, "roi_align"):
-            raise ImportError("this frcnn._C_cuda_emu predates roi_align: run make cuda-emu")
-    except ImportError as e:  # pragma: no cover - CI builds it
-        pytestmark = pytest.mark.skip(
-            reason=f"frcnn._C_cuda_emu is not built ({e}): run `make cuda-emu` (needs the CUDA "
-                   "toolkit's headers, no GPU); CI builds it")
-elif TARGET == "cuda":
-    if not (torch.cuda.is_available() and getattr(frcnn.ops._ext._C, "WITH_CUDA", 0)):
-        pytestmark = pytest.mark.skip(reason="FRCNN_CUDA_TEST_DEVICE=cuda needs a GPU and a "
-                                             "FORCE_CUDA=1 build")
-else:
-    raise RuntimeError(f"FRCNN_CUDA_TEST_DEVICE must be emu or cuda, got {TARGET!r}")
+EMU, _skip = select(needs=("roi_align",))
+if _skip:
+    pytestmark = _skip
 
 
 def cuda_align(x, rois, scale, size, sr, aligned):
@@ -48,10 +31,6 @@ def cuda_align_backward(g, rois, scale, size, shape, sr, aligned):
         return EMU.roi_align_backward(g, rois, scale, *size, *shape, sr, aligned)
     return torch.ops.frcnn.roi_align_backward(g.cuda(), rois.cuda(), scale, *size, *shape, sr,
                                               aligned).cpu()
-
-
-def ncases(n):
-    return max(1, n // 10) if QUICK else n
 
 
 @pytest.mark.parametrize("dtype,roi_dtype,seed", [

@@ -1,5 +1,5 @@
-# Sourced by the experiment scripts: DATASET + NET -> TRAIN_IMDB, TEST_IMDB, CFG_DEFAULT, WEIGHTS_DEFAULT.
-# $1 = cfg flavour (alt_opt | end2end).
+# DATASET + NET -> TRAIN_IMDB, TEST_IMDB, CFG_DEFAULT, WEIGHTS_DEFAULT.
+# $1 = cfg flavour (alt_opt | end2end); sourced by _prologue.sh and ablations.sh.
 FLAVOUR=$1
 case "$DATASET" in
   pascal_voc)

@@ -9,35 +9,7 @@ if [ $# -lt 2 ]; then
 fi
 NET=$1; DATASET=$2; shift 2
 EXTRA_ARGS=("$@")
-source experiments/scripts/_datasets.sh alt_opt
-PYTHON=${PYTHON:-python}
-# GPUS=N (alt_opt.sh --gpus N): N processes under torchrun (DDP), on cuda unless DEVICE says cpu
-if [ -n "$GPUS" ] && [ "$GPUS" -gt 1 ]; then
-  DEVICE=${DEVICE:-cuda}
-  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS")
-else
-  LAUNCH=("$PYTHON")
-fi
-DEVICE=${DEVICE:-cpu}
-
-mkdir -p experiments/logs
-LOG="experiments/logs/faster_rcnn_alt_opt_${NET}_$(echo "$DATASET" | tr -c 'A-Za-z0-9_\n' '_').txt.$(date +'%Y-%m-%d_%H-%M-%S')"
-exec &> >(tee -a "$LOG")
-echo "Logging output to $LOG"
-START=$SECONDS
-RESULT=$(mktemp -d)
-trap 'rm -rf "$RESULT"' EXIT
-
-if [ "$CFG" = auto ]; then
-  # settings from the data (scale, anchors, iterations, ...), written next to the results
-  set -x
-  "$PYTHON" tools/auto_cfg.py --net "$NET" --imdb "$TRAIN_IMDB" --test-imdb "$TEST_IMDB" \
-    --flavour alt_opt --path-file "$RESULT/cfg" "${EXTRA_ARGS[@]}"
-  set +x
-  CFG=$(cat "$RESULT/cfg")
-elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
-  "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
-fi
+source experiments/scripts/_prologue.sh alt_opt
 
 set -x
 "${LAUNCH[@]}" tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \

@@ -45,17 +45,17 @@ class RPNHead(nn.Module):
     def anchors_for(self, height, width, feat_stride):
         """Shifted anchors [height * width * A, 4] of a feature map, cached by its size: training
         sees few distinct blob sizes (aspect grouping), testing often one."""
+        def make():
+            return shifted_anchors(height, width, feat_stride, self.anchors, device=self.anchors.device)
+
         if torch.compiler.is_compiling() or not (isinstance(height, int) and isinstance(width, int)):
-            # traced / exported with symbolic sizes: no cache (int() would specialise them)
-            return shifted_anchors(height, width, feat_stride, self.anchors,
-                                   device=self.anchors.device)
+            return make()  # traced / exported with symbolic sizes: int() would specialise them
         key = (height, width, int(feat_stride), self.anchors.device)
         cache = self.__dict__.setdefault("_anchor_cache", {})
         if key not in cache:
             if len(cache) >= 64:
                 cache.clear()
-            cache[key] = shifted_anchors(height, width, feat_stride, self.anchors,
-                                         device=self.anchors.device)
+            cache[key] = make()
         return cache[key]
 
     def forward(self, feats):

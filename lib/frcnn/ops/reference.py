@@ -166,6 +166,23 @@ def _coords(rois):
     return (r if r.dtype == torch.float64 else r.to(torch.float32)).numpy()
 
 
+def _roi_align_samples(r, spatial_scale, output_size, height, width, sampling_ratio, aligned):
+    """Every in-map sample of every RoI of `r` [R, 5]: yields (roi index, batch index, ph, pw,
+    samples per bin, four corners ((y, x) x 4), four weights), RoIs in order, then bins."""
+    if height == 0 or width == 0:
+        return
+    for i in range(r.shape[0]):
+        count, bins = _roi_align_bins(r[i], spatial_scale, output_size, height, width,
+                                      sampling_ratio, aligned)
+        for ph, row in enumerate(bins):
+            for pw, samples in enumerate(row):
+                for smp in samples:
+                    if smp is not None:
+                        (y0, x0, y1, x1), ws = smp
+                        yield (i, int(r[i, 0]), ph, pw, count,
+                               ((y0, x0), (y0, x1), (y1, x0), (y1, x1)), ws)
+
+
 def roi_align_reference(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
     """RoIAlign, one sample at a time (bilinear interpolation written out).
 
@@ -176,27 +193,17 @@ def roi_align_reference(features, rois, output_size, spatial_scale, sampling_rat
     ph_n, pw_n = (output_size, output_size) if isinstance(output_size, int) else output_size
     acc = _acc_dtype(features.dtype)
     x = features.detach().cpu().to(acc)
-    r = _coords(rois)
     B, C, H, W = x.shape
-    out = torch.zeros((r.shape[0], C, ph_n, pw_n), dtype=acc)
-    for i in range(r.shape[0]):
-        b = int(r[i, 0])
-        count, bins = _roi_align_bins(r[i], spatial_scale, (ph_n, pw_n), H, W, sampling_ratio,
-                                      aligned)
-        if count == 0 or H == 0 or W == 0:
-            continue
-        for ph in range(ph_n):
-            for pw in range(pw_n):
-                val = torch.zeros(C, dtype=acc)
-                for smp in bins[ph][pw]:
-                    if smp is None:
-                        continue
-                    (y0, x0, y1, x1), ws = smp
-                    w = [torch.tensor(float(v), dtype=acc) for v in ws]
-                    val = val + (w[0] * x[b, :, y0, x0] + w[1] * x[b, :, y0, x1]
-                                 + w[2] * x[b, :, y1, x0] + w[3] * x[b, :, y1, x1])
-                out[i, :, ph, pw] = val / torch.tensor(count, dtype=acc)
-    return out.to(features.dtype)
+    sums = torch.zeros((rois.shape[0], C, ph_n, pw_n), dtype=acc)
+    counts = torch.ones((rois.shape[0], 1, 1, 1), dtype=acc)
+    for i, b, ph, pw, count, corners, ws in _roi_align_samples(
+            _coords(rois), spatial_scale, (ph_n, pw_n), H, W, sampling_ratio, aligned):
+        counts[i] = count
+        w = [torch.tensor(float(v), dtype=acc) for v in ws]
+        (y0, x0), (_, x1), (y1, _), _ = corners
+        sums[i, :, ph, pw] = sums[i, :, ph, pw] + (w[0] * x[b, :, y0, x0] + w[1] * x[b, :, y0, x1]
+                                                   + w[2] * x[b, :, y1, x0] + w[3] * x[b, :, y1, x1])
+    return (sums / counts).to(features.dtype)
 
 
 def roi_align_backward_reference(grad, rois, input_shape, spatial_scale, sampling_ratio,
@@ -209,22 +216,10 @@ def roi_align_backward_reference(grad, rois, input_shape, spatial_scale, samplin
     B, C, H, W = input_shape
     acc = _acc_dtype(grad.dtype)
     g = grad.detach().cpu().to(acc)
-    r = _coords(rois)
-    ph_n, pw_n = g.shape[2:]
     out = torch.zeros((B, C, H, W), dtype=acc)
-    for i in range(r.shape[0]):
-        b = int(r[i, 0])
-        count, bins = _roi_align_bins(r[i], spatial_scale, (ph_n, pw_n), H, W, sampling_ratio,
-                                      aligned)
-        if count == 0 or H == 0 or W == 0:
-            continue
-        for ph in range(ph_n):
-            for pw in range(pw_n):
-                gv = g[i, :, ph, pw] / torch.tensor(count, dtype=acc)
-                for smp in bins[ph][pw]:
-                    if smp is None:
-                        continue
-                    (y0, x0, y1, x1), ws = smp
-                    for (yy, xx), wv in zip(((y0, x0), (y0, x1), (y1, x0), (y1, x1)), ws):
-                        out[b, :, yy, xx] += gv * torch.tensor(float(wv), dtype=acc)
+    for i, b, ph, pw, count, corners, ws in _roi_align_samples(
+            _coords(rois), spatial_scale, tuple(g.shape[2:]), H, W, sampling_ratio, aligned):
+        gv = g[i, :, ph, pw] / torch.tensor(count, dtype=acc)
+        for (yy, xx), wv in zip(corners, ws):
+            out[b, :, yy, xx] += gv * torch.tensor(float(wv), dtype=acc)
     return out.to(grad.dtype)
