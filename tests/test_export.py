@@ -1,5 +1,6 @@
 """tools/export.py / frcnn.export: the torch.export program, loaded in a process that imports only
-torch and the ops library, gives the Detector's detections (random-weight TINY, 3 image sizes)."""
+torch and the ops library, gives the Detector's detections (random-weight TINY and ELITE0, whose
+TF 'SAME' padding depends on the image size; 3 image sizes)."""
 import glob
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from frcnn.fast_rcnn.test import get_test_blob
@@ -33,14 +35,15 @@ np.savez(sys.argv[4], classes=np.array(json.loads(extra["classes.json"])["classe
 """
 
 
-def test_exported_program_matches_detector(tmp_path):
+@pytest.mark.parametrize("net", ["TINY", "ELITE0"])
+def test_exported_program_matches_detector(tmp_path, net):
     from frcnn import Detector
     from frcnn.models import build_model
 
     torch.manual_seed(0)
-    m = build_model("TINY", len(CLASSES), small_cfg(), pretrained=False)
-    pth = str(tmp_path / "tiny_faster_rcnn_final.pth")
-    torch.save({"model": m.state_dict(), "net": "TINY", "classes": CLASSES}, pth)
+    m = build_model(net, len(CLASSES), small_cfg(), pretrained=False)
+    pth = str(tmp_path / f"{net.lower()}_faster_rcnn_final.pth")
+    torch.save({"model": m.state_dict(), "net": net, "classes": CLASSES}, pth)
     (tmp_path / "cfg.yml").write_text("TEST:\n  SCALES: [160]\n  MAX_SIZE: 320\n"
                                       "  RPN_POST_NMS_TOP_N: 100\n")
     im_path = str(tmp_path / "a.jpg")

