@@ -31,10 +31,10 @@ def test_photos_with_large_objects_train_small():
     # widened to three scales: 128, 256, 512 px
     assert keys["ANCHOR_SCALES"] == (8, 16, 32)
     assert keys["ANCHOR_RATIOS"] == (0.5, 1, 2)
-    # ELITE0: 2, 2.5, 1.5, 2.5 iterations per image; steps at 75 %
-    assert keys["ALT_OPT.ITERS"] == (200, 250, 200, 250)  # 150 -> MIN_ITERS 200
-    assert keys["ALT_OPT.STEPSIZES"] == (150, 190, 150, 190)
-    assert keys["TRAIN.SNAPSHOT_ITERS"] == 100
+    # ELITE0: 1.5, 3, 1, 2 iterations per image (150, 100 -> MIN_ITERS 200); steps at 75 %
+    assert keys["ALT_OPT.ITERS"] == (200, 300, 200, 200)
+    assert keys["ALT_OPT.STEPSIZES"] == (150, 220, 150, 150)
+    assert keys["TRAIN.SNAPSHOT_ITERS"] == 200  # half the longest stage, in hundreds
     assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 4
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 # per net: (alt-opt iterations per training image for RPN1, FRCN1, RPN2, FRCN2; end2end; lr)
 NET_SCHEDULES = {
-    "ELITE0": ((2.0, 2.5, 1.5, 2.5), 4.0, 0.005),
+    "ELITE0": ((1.5, 3.0, 1.0, 2.0), 4.0, 0.005),
     "TINY": ((6.0, 8.0, 3.0, 4.0), 12.0, 0.01),
     "ZF": ((4.0, 4.0, 2.0, 2.0), 6.0, 0.001),
     "VGG16": ((4.0, 4.0, 2.0, 2.0), 6.0, 0.001),
