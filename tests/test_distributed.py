@@ -237,9 +237,12 @@ def runs(tmp_path_factory):
 
 
 def _assert_close(a, b, what):
+    """Equal up to float32 rounding order: rtol 1e-4, atol 1e-5 of the model's largest weight
+    (a per-tensor atol would demand ~1e-10 of TINY's conv biases in front of GroupNorm, which
+    stay ~1e-5 because GN cancels most of their gradient)."""
     assert a.keys() == b.keys(), what
+    scale = max(float(t.abs().max()) for t in b.values() if t.numel())
     for n in a:
-        scale = float(b[n].abs().max()) + 1e-12
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-5 * scale, msg=f"{what}: {n}")
 
 
