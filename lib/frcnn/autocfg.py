@@ -12,8 +12,9 @@ Rules (each printed with the figures it came from):
   side at the training scale; ANCHOR_RATIOS widened only when objects are clearly more elongated
   than 1:2.
 - iterations: proportional to the number of training images (epochs of the flipped set), per net
-  (a pretrained ELITE0 needs few; TINY trains from scratch), capped by the reference schedule; lr
-  steps at 75 %; SNAPSHOT_ITERS half of the longest stage (an interrupted run resumes).
+  (a pretrained ELITE0 needs few; TINY trains from scratch), as for 300 images when there are
+  fewer (a head from scratch needs that many steps), capped by the reference schedule; lr steps
+  at 75 %; SNAPSHOT_ITERS half of the longest stage (an interrupted run resumes).
 - proposals: 300 per image (2000 in the reference) when images hold <= 20 objects.
 Keys the user set (cfg yml or --set) are never changed.
 """
@@ -30,7 +31,9 @@ NET_SCHEDULES = {
 }
 REF_ALT_OPT = (80000, 40000, 80000, 40000)
 REF_END2END = 70000
-MIN_ITERS = 200
+# schedules are never shorter than those of this many training images: the head (and TINY's
+# trunk) start from random weights and need a number of SGD steps whatever the set's size
+MIN_IMAGES = 300
 
 
 def _round_to(x, m):
@@ -124,22 +127,24 @@ def derive(roidb, net, cfg, user_keys=(), flavour="alt_opt"):
                  f"{list(get('ANCHOR_RATIOS'))}")
     # -- schedule
     per_img, e2e, lr = NET_SCHEDULES.get(net.upper(), NET_SCHEDULES["VGG16"])
-    iters = tuple(int(min(ref, max(MIN_ITERS, _round_to(f * n, 10))))
+    n_sched = max(n, MIN_IMAGES)
+    iters = tuple(int(min(ref, _round_to(f * n_sched, 10)))
                   for f, ref in zip(per_img, REF_ALT_OPT))
     put("ALT_OPT.ITERS", iters)
     put("ALT_OPT.STEPSIZES", tuple(_round_to(0.75 * i, 10) for i in get("ALT_OPT.ITERS")))
-    e2e_iters = int(min(REF_END2END, max(MIN_ITERS, _round_to(e2e * n, 10))))
+    e2e_iters = int(min(REF_END2END, _round_to(e2e * n_sched, 10)))
     put("END2END.MAX_ITERS", e2e_iters)
     put("END2END.STEPSIZE", _round_to(0.75 * get("END2END.MAX_ITERS"), 10))
     put("SOLVER.BASE_LR", lr)
     longest = max(get("ALT_OPT.ITERS")) if flavour == "alt_opt" else get("END2END.MAX_ITERS")
     put("TRAIN.SNAPSHOT_ITERS", max(100, _round_to(longest / 2, 100)))
+    sized = f"{n} images" + (f" (scheduled as {MIN_IMAGES})" if n < MIN_IMAGES else "")
     if flavour == "alt_opt":
-        notes.append(f"{net} on {n} images -> ALT_OPT.ITERS {list(get('ALT_OPT.ITERS'))}, "
+        notes.append(f"{net} on {sized} -> ALT_OPT.ITERS {list(get('ALT_OPT.ITERS'))}, "
                      f"STEPSIZES {list(get('ALT_OPT.STEPSIZES'))}, BASE_LR {get('SOLVER.BASE_LR')}, "
                      f"SNAPSHOT_ITERS {get('TRAIN.SNAPSHOT_ITERS')}")
     else:
-        notes.append(f"{net} on {n} images -> END2END.MAX_ITERS {get('END2END.MAX_ITERS')}, "
+        notes.append(f"{net} on {sized} -> END2END.MAX_ITERS {get('END2END.MAX_ITERS')}, "
                      f"STEPSIZE {get('END2END.STEPSIZE')}, BASE_LR {get('SOLVER.BASE_LR')}, "
                      f"SNAPSHOT_ITERS {get('TRAIN.SNAPSHOT_ITERS')}")
     # -- proposals and small-data sampling
