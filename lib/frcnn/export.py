@@ -13,21 +13,7 @@ and NMS, cap per image), so loading it needs only torch and the frcnn ops librar
 import torch
 import torch.nn as nn
 
-
-
-def _decode(boxes, deltas):
-    """frcnn.fast_rcnn.bbox_transform.bbox_transform_inv without its Python branch on an empty
-    input (a guard on a data-dependent size that torch.export cannot trace); same arithmetic."""
-    w = boxes[:, 2] - boxes[:, 0] + 1.0
-    h = boxes[:, 3] - boxes[:, 1] + 1.0
-    cx = boxes[:, 0] + 0.5 * w
-    cy = boxes[:, 1] + 0.5 * h
-    d = deltas.reshape(deltas.shape[0], -1, 4)
-    pcx = d[..., 0] * w[:, None] + cx[:, None]
-    pcy = d[..., 1] * h[:, None] + cy[:, None]
-    pw = torch.exp(d[..., 2]) * w[:, None]
-    ph = torch.exp(d[..., 3]) * h[:, None]
-    return torch.stack((pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph), dim=2)
+from frcnn.fast_rcnn.bbox_transform import decode_boxes
 
 
 class DetectorProgram(nn.Module):
@@ -51,7 +37,7 @@ class DetectorProgram(nn.Module):
         boxes = out["rois"][:, 1:5] / scale
         scores = out["cls_prob"]
         if self.bbox_reg:
-            p = _decode(boxes, out["bbox_pred"])
+            p = decode_boxes(boxes, out["bbox_pred"])
         else:
             p = boxes[:, None, :].expand(-1, scores.shape[1], 4)
         # clip to the original image, as clip_boxes(pred, im.shape)

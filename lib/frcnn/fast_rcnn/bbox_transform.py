@@ -27,18 +27,22 @@ def bbox_transform_inv(boxes, deltas):
     """
     if boxes.shape[0] == 0:
         return deltas.new_zeros((0, deltas.shape[1]))
-    boxes = boxes.to(deltas.dtype)
+    return decode_boxes(boxes.to(deltas.dtype), deltas).reshape(deltas.shape[0], -1)
+
+
+def decode_boxes(boxes, deltas):
+    """bbox_transform_inv's arithmetic -> [N, k, 4], without a branch on N (torch.export traces
+    it with a data-dependent number of boxes); boxes in the deltas' dtype."""
     w = boxes[:, 2] - boxes[:, 0] + 1.0
     h = boxes[:, 3] - boxes[:, 1] + 1.0
     cx = boxes[:, 0] + 0.5 * w
     cy = boxes[:, 1] + 0.5 * h
-    d = deltas.view(deltas.shape[0], -1, 4)
+    d = deltas.reshape(deltas.shape[0], -1, 4)
     pcx = d[..., 0] * w[:, None] + cx[:, None]
     pcy = d[..., 1] * h[:, None] + cy[:, None]
     pw = torch.exp(d[..., 2]) * w[:, None]
     ph = torch.exp(d[..., 3]) * h[:, None]
-    out = torch.stack((pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph), dim=2)
-    return out.view(deltas.shape[0], -1)
+    return torch.stack((pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph), dim=2)
 
 
 def clip_boxes(boxes, im_shape):
