@@ -2,14 +2,15 @@
 # Train Faster R-CNN by 4-step alternating optimisation, then test it.
 #
 #   ./experiments/alt_opt.sh                      # TINY on the synthetic shapes set, CPU, no download
-#   ./experiments/alt_opt.sh NET DATASET [--gpus N] [--set KEY VALUE ...]
+#   ./experiments/alt_opt.sh NET DATASET [--gpus N] [--seed S] [--set KEY VALUE ...]
 #
 # NET: VGG16, ZF, TINY, ELITE0.  DATASET: pascal_voc, pascal_voc_0712, coco, shapes, cards,
 # voc_folder:<path>, coco_json:<json>:<images>[+coco_json:<test json>:<images>].
 # voc_folder / coco_json without CFG: settings sized from the data (tools/auto_cfg.py, written
 # to output/auto_alt_opt/<imdb>/cfg.yml); both sets are checked first (tools/check_dataset.py).
 # Env: DEVICE (cpu|cuda), WEIGHTS (ImageNet weights file), CFG (yml), CARDS_DIR (the cards VOC
-# folder).  Logs go to experiments/logs/.
+# folder), SEED (= --seed S: the training's seed, default the cfg's RNG_SEED; results go to
+# output/<EXP_DIR>_seed<S>/).  Logs go to experiments/logs/.
 # --gpus N: N processes with torchrun + DDP (nccl; DEVICE defaults to cuda; DEVICE=cpu uses gloo),
 # N x the batch, lr x N (DIST.LR_SCALING, see docs/MULTI_GPU.md).
 set -e
@@ -20,6 +21,8 @@ while [ $# -gt 0 ]; do
     --gpus) [ $# -ge 2 ] || { echo "--gpus needs a number" >&2; exit 2; }
             export GPUS=$2; shift 2 ;;
     --gpus=*) export GPUS=${1#--gpus=}; shift ;;
+    --seed) [ $# -ge 2 ] || { echo "--seed needs a number" >&2; exit 2; }
+            export SEED=$2; shift 2 ;;
     --set) ARGS+=("$@"); break ;;  # the rest are KEY VALUE pairs
     *) ARGS+=("$1"); shift ;;
   esac

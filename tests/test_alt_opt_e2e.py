@@ -72,6 +72,17 @@ def test_rerun_skips_finished_stages(trained):
     assert "iters (lr" not in log  # nothing trained
 
 
+def test_rerun_with_another_seed_refuses_the_finished_stages(trained):
+    """Skipping a stage trained with another seed would report the old run as the new one."""
+    out_dir, sets, _ = trained
+    p = subprocess.run([sys.executable, "tools/train_faster_rcnn_alt_opt.py", "--net", "TINY",
+                        "--imdb", "shapes_train", "--cfg", CFG, "--seed", "4"] + sets, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "trained with seed 3, this run has seed 4" in p.stderr and "EXP_DIR" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
 def test_net_map_floor(trained):
     out_dir, sets, _ = trained
     model = os.path.join(out_dir, "ci", "shapes_train", "tiny_faster_rcnn_final.pth")

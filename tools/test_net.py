@@ -28,7 +28,8 @@ def parse_args(argv=None):
     p.add_argument("--max-per-image", type=int, default=None, help="default TEST.MAX_PER_IMAGE (100)")
     p.add_argument("--num-images", type=int, default=None, help="test only the first N images")
     p.add_argument("--vis", default=None, help="folder to write PNGs with the detections")
-    p.add_argument("--map-file", default=None, help="write the mAP into this file")
+    p.add_argument("--map-file", default=None, help="write the mAP (line 1) and the AP@0.5 area under the "
+                   "precision-recall curve (line 2) into this file")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -106,13 +107,13 @@ def main(argv=None):
     with autocast_context(cfg.DEVICE, amp_dtype(args, cfg.DEVICE)):
         mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image,
                        proposals=proposals, vis_dir=args.vis)
-    if args.map_file and du.is_main_process():
-        with open(args.map_file, "w") as f:
-            f.write(f"{mAP:.4f}")
     if du.is_main_process():  # AP@0.75, AP@[.5:.95] per class -> log + <out>/metrics.json
-        strict_iou_report(imdb, out, voc_map=mAP, extra={
+        table = strict_iou_report(imdb, out, voc_map=mAP, extra={
             "model": args.model, "pooling": cfg.POOLING_MODE, "pooling_aligned":
             cfg.POOLING_ALIGNED, "pooling_sampling_ratio": cfg.POOLING_SAMPLING_RATIO})
+        if args.map_file:  # the devkit mAP, then AP@0.5 as the area under the PR curve
+            with open(args.map_file, "w") as f:
+                f.write(f"{mAP:.4f}\n{table['mean']['AP50']:.4f}\n")
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
     du.cleanup()
     return mAP

@@ -114,16 +114,25 @@ class AltOpt:
         return self.path(f"{rpn_stage_name}_proposals.pkl")
 
     def done(self, path):
-        if self.resume and os.path.exists(path):
-            print(f"skip: {path} exists")
-            return True
-        return False
+        if not (self.resume and os.path.exists(path)):
+            return False
+        if path.endswith(".pth"):  # a stage model of another seed must not be reused silently
+            import torch
+            from frcnn.engine import ConfigMismatch
+
+            old = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("seed")
+            if old is not None and int(old) != self.seed:
+                raise ConfigMismatch(
+                    f"{path} was trained with seed {old}, this run has seed {self.seed}: give the "
+                    "run another EXP_DIR (--set EXP_DIR name), or --no-resume to overwrite it")
+        print(f"skip: {path} exists")
+        return True
 
     def meta(self):
         from frcnn.models import pooling_meta
 
         return {"net": self.net, "classes": list(self.imdb.classes), "imdb": self.imdb.name,
-                **pooling_meta(self.cfg)}
+                "seed": self.seed, **pooling_meta(self.cfg)}
 
     # -- models -------------------------------------------------------------------------------
     def build(self, parts, cfg=None, pretrained=False, ims_per_batch=None):

@@ -32,3 +32,19 @@ if [ "$CFG" = auto ]; then
 elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
   "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
 fi
+
+# SEED (alt_opt.sh --seed S): the training's seed, TRAIN_SEED_ARGS for the training tool; the
+# run writes to <EXP_DIR>_seed<S> so runs of several seeds do not resume one another
+TRAIN_SEED_ARGS=()
+if [ -n "$SEED" ]; then
+  TRAIN_SEED_ARGS=(--seed "$SEED")
+  EXP_DIR=$("$PYTHON" -c 'import sys, yaml
+print((yaml.safe_load(open(sys.argv[1])) or {}).get("EXP_DIR", "default"))' "$CFG")
+  WITH_SEED=(); SET_SEEN=
+  for a in "${EXTRA_ARGS[@]}"; do  # before the user's own --set pairs: an EXP_DIR there wins
+    WITH_SEED+=("$a")
+    if [ "$a" = --set ] && [ -z "$SET_SEEN" ]; then WITH_SEED+=(EXP_DIR "${EXP_DIR}_seed$SEED"); SET_SEEN=1; fi
+  done
+  [ -n "$SET_SEEN" ] || WITH_SEED+=(--set EXP_DIR "${EXP_DIR}_seed$SEED")
+  EXTRA_ARGS=("${WITH_SEED[@]}")
+fi

@@ -13,7 +13,8 @@ source experiments/scripts/_prologue.sh alt_opt
 
 set -x
 "${LAUNCH[@]}" tools/train_faster_rcnn_alt_opt.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} \
-  --imdb "$TRAIN_IMDB" --cfg "$CFG" --device "$DEVICE" --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
+  --imdb "$TRAIN_IMDB" --cfg "$CFG" "${TRAIN_SEED_ARGS[@]}" \
+  --device "$DEVICE" --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
 set +x
 NET_FINAL=$(cat "$RESULT/final")
 TRAIN_S=$((SECONDS - START))
@@ -22,6 +23,6 @@ set -x
 "${LAUNCH[@]}" tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
   --device "$DEVICE" --map-file "$RESULT/map" "${EXTRA_ARGS[@]}"
 set +x
-MAP=$(cat "$RESULT/map")
-echo "alt-opt $NET $DATASET: mAP $MAP on $TEST_IMDB (train ${TRAIN_S}s, total $((SECONDS - START))s)"
+{ read -r MAP; read -r MAP_AREA; } < "$RESULT/map"
+echo "alt-opt $NET $DATASET: mAP $MAP, AP@0.5 area under the curve $MAP_AREA, on $TEST_IMDB (train ${TRAIN_S}s, total $((SECONDS - START))s)"
 echo "model: $NET_FINAL  log: $LOG"

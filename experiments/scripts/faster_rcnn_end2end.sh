@@ -13,7 +13,8 @@ source experiments/scripts/_prologue.sh end2end
 
 set -x
 "${LAUNCH[@]}" tools/train_net.py --net "$NET" ${WEIGHTS:+--weights "$WEIGHTS"} --imdb "$TRAIN_IMDB" \
-  --cfg "$CFG" --device "$DEVICE" ${ITERS:+--iters "$ITERS"} --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
+  --cfg "$CFG" "${TRAIN_SEED_ARGS[@]}" \
+  --device "$DEVICE" ${ITERS:+--iters "$ITERS"} --final-file "$RESULT/final" "${EXTRA_ARGS[@]}"
 set +x
 NET_FINAL=$(cat "$RESULT/final")
 
@@ -21,6 +22,6 @@ set -x
 "${LAUNCH[@]}" tools/test_net.py --net "$NET" --model "$NET_FINAL" --imdb "$TEST_IMDB" --cfg "$CFG" \
   --device "$DEVICE" --map-file "$RESULT/map" "${EXTRA_ARGS[@]}"
 set +x
-MAP=$(cat "$RESULT/map")
-echo "end2end $NET $DATASET: mAP $MAP on $TEST_IMDB (total $((SECONDS - START))s)"
+{ read -r MAP; read -r MAP_AREA; } < "$RESULT/map"
+echo "end2end $NET $DATASET: mAP $MAP, AP@0.5 area under the curve $MAP_AREA, on $TEST_IMDB (total $((SECONDS - START))s)"
 echo "model: $NET_FINAL  log: $LOG"
