@@ -112,6 +112,7 @@ def _defaults():
     C.SHAPES.SHAPE_MIN = 40             # shape size (px) drawn from [SHAPE_MIN, SHAPE_MAX]
     C.SHAPES.SHAPE_MAX = 160
     C.SHAPES.MAX_OBJECTS = 4            # 1..MAX_OBJECTS shapes per image
+    C.SHAPES.MIN_VISIBLE = 0.7          # a shape keeps >= this share of its pixels under others
 
     C.ANCHOR_SCALES = (8, 16, 32)
     C.ANCHOR_RATIOS = (0.5, 1, 2)

@@ -18,7 +18,6 @@ from .pascal_voc import VOCStyle
 SHAPE_CLASSES = ("__background__", "circle", "square", "triangle")
 GEN_VERSION = 1
 SPLITS = {"train": 0, "test": 1}
-MIN_VISIBLE = 0.7  # each shape keeps >= 70% of its pixels when others overlap it
 
 
 def _params(cfg):
@@ -26,7 +25,7 @@ def _params(cfg):
     return {"version": GEN_VERSION, "seed": int(s.SEED), "num_train": int(s.NUM_TRAIN),
             "num_test": int(s.NUM_TEST), "image_min": int(s.IMAGE_MIN), "image_max": int(s.IMAGE_MAX),
             "shape_min": int(s.SHAPE_MIN), "shape_max": int(s.SHAPE_MAX),
-            "max_objects": int(s.MAX_OBJECTS)}
+            "max_objects": int(s.MAX_OBJECTS), "min_visible": float(s.MIN_VISIBLE)}
 
 
 def shapes_dir(cfg):
@@ -90,7 +89,7 @@ def generate_image(seed, split_id, i, p):
             area = int(mask.sum())
             if area < 100:
                 continue
-            if any((v & ~mask).sum() < MIN_VISIBLE * o[2] for v, o in zip(visible, objs)):
+            if any((v & ~mask).sum() < p["min_visible"] * o[2] for v, o in zip(visible, objs)):
                 continue
             region = im[mask].mean(axis=0)
             for _c in range(20):
