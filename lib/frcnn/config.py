@@ -113,6 +113,7 @@ def _defaults():
     C.SHAPES.SHAPE_MAX = 160
     C.SHAPES.MAX_OBJECTS = 4            # 1..MAX_OBJECTS shapes per image
     C.SHAPES.MIN_VISIBLE = 0.7          # a shape keeps >= this share of its pixels under others
+    C.SHAPES.MIN_CONTRAST = 90.0        # RGB distance of a shape's colour from the background
 
     C.ANCHOR_SCALES = (8, 16, 32)
     C.ANCHOR_RATIOS = (0.5, 1, 2)

@@ -25,7 +25,8 @@ def _params(cfg):
     return {"version": GEN_VERSION, "seed": int(s.SEED), "num_train": int(s.NUM_TRAIN),
             "num_test": int(s.NUM_TEST), "image_min": int(s.IMAGE_MIN), "image_max": int(s.IMAGE_MAX),
             "shape_min": int(s.SHAPE_MIN), "shape_max": int(s.SHAPE_MAX),
-            "max_objects": int(s.MAX_OBJECTS), "min_visible": float(s.MIN_VISIBLE)}
+            "max_objects": int(s.MAX_OBJECTS), "min_visible": float(s.MIN_VISIBLE),
+            "min_contrast": float(s.MIN_CONTRAST)}
 
 
 def shapes_dir(cfg):
@@ -94,7 +95,7 @@ def generate_image(seed, split_id, i, p):
             region = im[mask].mean(axis=0)
             for _c in range(20):
                 colour = rng.uniform(0, 255, size=3)
-                if np.linalg.norm(colour - region) > 90:
+                if np.linalg.norm(colour - region) > p["min_contrast"]:
                     break
             objs.append((cls, mask, area, colour))
             visible = [v & ~mask for v in visible] + [mask.copy()]
