@@ -115,15 +115,19 @@ class Runner:
         self.train_s[name] = dt
         return dt
 
-    def out_dir(self, exp_sub, imdb_name):
-        return os.path.join(self.out_root, exp_sub, imdb_name.replace(":", "_").replace("/", "_"))
+    def train(self, name, script, args, exp_sub, extra_sets=()):
+        """A training tool; -> the final model's path, as the tool reports it (--final-file)."""
+        final = os.path.join(self.out_root, f"{exp_sub}.final")
+        self.tool(name, script, args + ["--final-file", final], exp_sub, extra_sets)
+        with open(final) as f:
+            return f.read().strip()
 
     def alt_opt(self):
         w = ["--weights", self.args.weights] if self.args.weights else []
-        self.tool("alt-opt", "train_faster_rcnn_alt_opt.py",
-                  ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
-                   self.args.cfg_alt] + w, "alt_opt")
-        d = self.out_dir("alt_opt", self.args.train_imdb)
+        final = self.train("alt-opt", "train_faster_rcnn_alt_opt.py",
+                           ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
+                            self.args.cfg_alt] + w, "alt_opt")
+        d = os.path.dirname(final)
         n = self.args.net.lower()
         return {k: os.path.join(d, f"{n}_{f}") for k, f in (
             ("final", "faster_rcnn_final.pth"), ("rpn1", "stage1_rpn_final.pth"),
@@ -141,19 +145,15 @@ class Runner:
 
     def ss_fast_rcnn(self, ss):
         w = ["--weights", self.args.weights] if self.args.weights else []
-        self.tool("SS + Fast R-CNN", "train_net.py",
-                  ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
-                   self.args.cfg_alt, "--proposals", ss["train"]] + w, "ss_fast_rcnn")
-        return os.path.join(self.out_dir("ss_fast_rcnn", self.args.train_imdb),
-                            f"{self.args.net.lower()}_fast_rcnn_final.pth")
+        return self.train("SS + Fast R-CNN", "train_net.py",
+                          ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
+                           self.args.cfg_alt, "--proposals", ss["train"]] + w, "ss_fast_rcnn")
 
     def end2end(self, name, extra_sets):
         w = ["--weights", self.args.weights] if self.args.weights else []
-        self.tool(f"end2end {name}", "train_net.py",
-                  ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
-                   self.args.cfg_e2e] + w, f"e2e_{name}", extra_sets)
-        return os.path.join(self.out_dir(f"e2e_{name}", self.args.train_imdb),
-                            f"{self.args.net.lower()}_faster_rcnn_end2end_final.pth")
+        return self.train(f"end2end {name}", "train_net.py",
+                          ["--net", self.args.net, "--imdb", self.args.train_imdb, "--cfg",
+                           self.args.cfg_e2e] + w, f"e2e_{name}", extra_sets)
 
     # -- in-process testing --------------------------------------------------------------------
     def test_imdb(self, cfg):
