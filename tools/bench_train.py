@@ -6,7 +6,7 @@ For each net: s/iter of one end-to-end training step (forward with RPN + head lo
 SGD step; one image, random weights, 3 random gt boxes) and ms/image of inference (eval
 forward: RPN proposals + head), fp32 and bf16 autocast (`torch.autocast("cpu", bfloat16)`),
 plus the peak resident memory above the pre-call level (sampled every 2 ms). Image sizes:
-VGG16 and ZF 600x1000; TINY and ELITE0 at their cfg scales (shapes 400x667, cards 320x576).
+VGG16 and ZF 600x1000; TINY and ELITE0 at their cfg scales (shapes 320x533, cards 320x533).
 With torchvision importable, VGG16 is also timed against torchvision's own FasterRCNN built with
 the same architecture (VGG16 conv1_1-conv5_3 at stride 16, the same 9 anchors, RoIPool 7x7,
 fc6/fc7 4096, the same pre/post-NMS counts, 256 RPN / 128 head samples, a 600x1000 input; its
