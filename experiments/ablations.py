@@ -139,7 +139,8 @@ class Runner:
             path = os.path.join(self.out_root, f"ss_{split}.pkl")
             extra = ["--max-side", "160"] if self.args.quick else []
             self.tool(f"selective search {split}", "selective_search.py",
-                      ["--imdb", imdb, "--out", path] + extra, "ss")
+                      ["--imdb", imdb, "--cfg", self.args.cfg_alt, "--out", path] + extra,
+                      "ss")  # the cfg: a synthetic set's images depend on its settings
             out[split] = path
         return out
 
@@ -236,7 +237,8 @@ def main(argv=None):
         from frcnn.roi_data.roidb import load_proposals
 
         imdb = R.test_imdb(cfg)
-        ss_test = load_proposals(ss["test"], imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+        ss_test = load_proposals(ss["test"], imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
+                                 imdb=imdb)
         fcfg = copy.deepcopy(cfg)
         fcfg.TEST.HAS_RPN = False
         det_ss = R.load(f_ss, fcfg, ("head",))

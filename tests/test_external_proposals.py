@@ -45,6 +45,26 @@ def test_load_proposals(tmp_path):
         load_proposals([np.zeros((3, 2))], 1)
 
 
+def test_load_proposals_refuses_boxes_outside_their_image(tmp_path):
+    """A file made for another image set (other SHAPES settings) must not train silently."""
+    import cv2
+
+    from frcnn.errors import UserError
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30, 3), np.uint8))  # 30 x 20 px
+
+    class OneImage:
+        name, image_index = "one", ["a"]
+
+        def image_path_at(self, i):
+            return str(tmp_path / "a.png")
+
+    fits = [np.array([[0, 0, 29, 19], [2, 3, 29.5, 19.5]], np.float32)]
+    assert load_proposals(fits, 1, imdb=OneImage())[0].shape == (2, 4)
+    with pytest.raises(UserError, match=r"image 0 \(a, 30x20 px\).*x 40, y 10.*another image set"):
+        load_proposals([np.array([[0, 0, 40, 10]], np.float32)], 1, imdb=OneImage())
+
+
 class _Toy:
     name, num_classes = "toy", 3
     classes = ("__background__", "a", "b")
@@ -125,7 +145,7 @@ def test_ss_fast_rcnn_learns(tmp_path):
         return p.stdout + p.stderr
 
     for split in ("train", "test"):
-        run("tools/selective_search.py", "--imdb", f"shapes_{split}", "--out",
+        run("tools/selective_search.py", "--imdb", f"shapes_{split}", "--cfg", CFG, "--out",
             str(tmp_path / f"ss_{split}.pkl"), "--max-side", "160", "--set", *sets)
     run("tools/train_net.py", "--net", "TINY", "--imdb", "shapes_train", "--cfg", CFG,
         "--proposals", str(tmp_path / "ss_train.pkl"), "--iters", "300", "--set", *sets)

@@ -128,7 +128,7 @@ def main(argv=None):
     imdb = get_imdb(args.imdb, cfg)
     if args.num_images:
         imdb._image_index = imdb.image_index[:args.num_images]
-    props = (load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+    props = (load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE, imdb=imdb)
              if args.proposals else None)
     rows = []
     for name, m, path in (("original", model, args.model), ("svd " + tag, small, out)):

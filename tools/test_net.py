@@ -92,7 +92,8 @@ def main(argv=None):
         from frcnn.roi_data.roidb import load_proposals
 
         try:  # dedup + min size, as the reference loads external proposals
-            proposals = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+            proposals = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
+                                       imdb=imdb)
         except (OSError, ValueError) as e:
             sys.exit(str(e))
         parts = ("head",)

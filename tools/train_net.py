@@ -70,7 +70,8 @@ def main(argv=None):
     if args.proposals:
         from frcnn.roi_data.roidb import fast_rcnn_roidb, load_proposals
 
-        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE)
+        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
+                               imdb=imdb)
         roidb = fast_rcnn_roidb(imdb, cfg, props)
         parts, kind = ("head",), "fast_rcnn"
         iters, stepsize, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1)

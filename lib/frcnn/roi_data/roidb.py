@@ -195,13 +195,15 @@ def clean_proposals(boxes, min_size):
     return np.ascontiguousarray(b[filter_small_boxes(b, min_size)])
 
 
-def load_proposals(src, num_images, min_size=2, clean=True):
+def load_proposals(src, num_images, min_size=2, clean=True, imdb=None):
     """External proposals for an image set: a pickle path (or the loaded list) of per-image
     [P, 4] boxes (optionally [P, 5] with scores), 0-based original-image pixels, imdb order.
 
     -> list of num_images [K, 4] float32 arrays; with `clean` each is passed through
     clean_proposals (dedup, min size) as the reference does for Selective Search boxes.
     RPN proposals between alt-opt stages are merged without cleaning (as the reference).
+    imdb: when given, boxes reaching outside their image are an error (a file made for another
+    image set, e.g. other SHAPES settings, would otherwise train or test on wrong boxes).
     """
     where = src if isinstance(src, (str, os.PathLike)) else "the proposal list"
     if isinstance(src, (str, os.PathLike)):
@@ -219,6 +221,14 @@ def load_proposals(src, num_images, min_size=2, clean=True):
     for i in range(num_images):
         b = src[i]
         out.append(clean_proposals(b, min_size) if clean else _as_box_array(b, f"image {i}"))
+        if imdb is not None and len(out[-1]):
+            w, h = image_size(imdb.image_path_at(i))
+            x2, y2 = float(out[-1][:, 2].max()), float(out[-1][:, 3].max())
+            if x2 > w or y2 > h:  # 1 px of slack over the last pixel (w - 1, h - 1)
+                raise DatasetError(
+                    f"{where}: image {i} ({imdb.image_index[i]}, {w}x{h} px) has a proposal "
+                    f"reaching x {x2:.0f}, y {y2:.0f}: the file was made for another image set; "
+                    f"make it again for {imdb.name} with the same --cfg/--set")
     return out
 
 
