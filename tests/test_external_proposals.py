@@ -61,7 +61,8 @@ def test_load_proposals_refuses_boxes_outside_their_image(tmp_path):
 
     fits = [np.array([[0, 0, 29, 19], [2, 3, 29.5, 19.5]], np.float32)]
     assert load_proposals(fits, 1, imdb=OneImage())[0].shape == (2, 4)
-    with pytest.raises(UserError, match=r"image 0 \(a, 30x20 px\).*x 40, y 10.*another image set"):
+    outside = r"image 0 \(a, 30x20 px\).*x 40, y 10.*another image set"
+    with pytest.raises(UserError, match=outside):
         load_proposals([np.array([[0, 0, 40, 10]], np.float32)], 1, imdb=OneImage())
 
 

@@ -28,8 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--max-per-image", type=int, default=None, help="default TEST.MAX_PER_IMAGE (100)")
     p.add_argument("--num-images", type=int, default=None, help="test only the first N images")
     p.add_argument("--vis", default=None, help="folder to write PNGs with the detections")
-    p.add_argument("--map-file", default=None, help="write the mAP (line 1) and the AP@0.5 area under the "
-                   "precision-recall curve (line 2) into this file")
+    p.add_argument("--map-file", default=None,
+                   help="write the mAP (line 1) and the AP@0.5 area under the precision-recall "
+                        "curve (line 2) into this file")
     add_common_args(p)
     return p.parse_args(argv)
 
