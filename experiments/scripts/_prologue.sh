@@ -5,13 +5,10 @@
 FLAVOUR=$1
 source experiments/scripts/_datasets.sh "$FLAVOUR"
 PYTHON=${PYTHON:-python}
-# GPUS=N (alt_opt.sh --gpus N): N processes under torchrun (DDP), on cuda unless DEVICE says cpu
-if [ -n "$GPUS" ] && [ "$GPUS" -gt 1 ]; then
-  DEVICE=${DEVICE:-cuda}
-  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS")
-else
-  LAUNCH=("$PYTHON")
+if [ -n "$GPUS" ] && [ -n "$CPUS" ]; then
+  echo "--gpus and --cpus exclude each other" >&2; exit 2
 fi
+[ -z "$GPUS" ] || DEVICE=${DEVICE:-cuda}
 DEVICE=${DEVICE:-cpu}
 
 mkdir -p experiments/logs
@@ -31,6 +28,26 @@ if [ "$CFG" = auto ]; then
   CFG=$(cat "$RESULT/cfg")
 elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
   "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
+fi
+
+# Processes (DDP under torchrun when more than one): GPUS=N (--gpus N) on cuda unless DEVICE
+# says cpu; CPUS=N (--cpus N) on the CPU, gloo, 1 thread each; neither, on the CPU: the cfg's
+# DIST.CPU_PROCESSES, at most one per core
+PROCS=${GPUS:-$CPUS}
+if [ -n "$CPUS" ]; then
+  DEVICE=cpu
+elif [ -z "$PROCS" ] && [ "$DEVICE" = cpu ]; then
+  PROCS=$("$PYTHON" -c 'import sys; sys.path.insert(0, "lib")
+from frcnn.config import cfg_from_file, get_default_cfg
+print(int(cfg_from_file(sys.argv[1], get_default_cfg()).DIST.CPU_PROCESSES))' "$CFG")
+  CORES=$(nproc 2>/dev/null || echo 1)
+  [ "$PROCS" -le "$CORES" ] || PROCS=$CORES
+fi
+if [ -n "$PROCS" ] && [ "$PROCS" -gt 1 ]; then
+  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$PROCS")
+  echo "$PROCS processes on $DEVICE (DistributedDataParallel)"
+else
+  LAUNCH=("$PYTHON")
 fi
 
 # SEED (alt_opt.sh --seed S): the training's seed, TRAIN_SEED_ARGS for the training tool; the

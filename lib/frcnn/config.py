@@ -99,6 +99,8 @@ def _defaults():
     # 2 for Fast R-CNN stages, 1 x END2END.ITER_SIZE end2end), so N processes = N x the batch.
     C.DIST = edict()
     C.DIST.LR_SCALING = "linear"        # 'linear': lr x N (Goyal et al. 2017); 'none': reference lr
+    C.DIST.SCHEDULE_SCALING = "none"    # 'linear': iterations and lr steps / N (same images seen)
+    C.DIST.CPU_PROCESSES = 1            # experiments/*.sh on the CPU: processes (1 thread each)
     C.DIST.FIND_UNUSED_PARAMETERS = False  # stage models hold only used trainable params
     C.DIST.TIMEOUT_MIN = 30             # collective timeout (rank 0 evaluates while others wait)
 

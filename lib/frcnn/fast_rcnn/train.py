@@ -86,18 +86,27 @@ class SolverParams:
     display: int = 20
     snapshot_iters: int = 10000
     snapshot_infix: str = ""
-    lr_scaling: str = ""        # how base_lr was scaled for N processes (for the log)
+    lr_scaling: str = ""        # how lr and schedule were scaled for N processes (for the log)
 
     @classmethod
     def from_cfg(cls, cfg, max_iters, stepsize, base_lr=None, world_size=None):
-        """base_lr (default SOLVER.BASE_LR) x the DIST.LR_SCALING factor for world_size
-        processes (N processes = N x the batch; du.lr_scale)."""
+        """base_lr (default SOLVER.BASE_LR) x the DIST.LR_SCALING factor and max_iters /
+        stepsize / the DIST.SCHEDULE_SCALING divisor for world_size processes (N processes =
+        N x the batch; du.lr_scale, du.schedule_scale)."""
         S = cfg.SOLVER
         factor = du.lr_scale(cfg, world_size)
         lr = float(S.BASE_LR if base_lr is None else base_lr) * factor
         world = du.get_world_size() if world_size is None else int(world_size)
-        note = f"lr x{factor:g}, DIST.LR_SCALING {cfg.DIST.LR_SCALING}" if world > 1 else ""
-        return cls(max_iters=int(max_iters), stepsize=int(stepsize or 0), base_lr=lr,
+        div = du.schedule_scale(cfg, world)
+        max_iters, stepsize = int(max_iters), int(stepsize or 0)
+        note = ""
+        if world > 1:
+            note = f"lr x{factor:g}, DIST.LR_SCALING {cfg.DIST.LR_SCALING}"
+            if div > 1:
+                note += f"; iterations {max_iters} / {div}, DIST.SCHEDULE_SCALING linear"
+                max_iters = max(1, -(-max_iters // div))   # ceil: never shorter than asked
+                stepsize = -(-stepsize // div)
+        return cls(max_iters=max_iters, stepsize=stepsize, base_lr=lr,
                    lr_scaling=note,
                    gamma=float(S.GAMMA), momentum=float(S.MOMENTUM),
                    weight_decay=float(S.WEIGHT_DECAY), bias_lr_mult=float(S.BIAS_LR_MULT),

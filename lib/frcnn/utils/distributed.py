@@ -179,6 +179,26 @@ def lr_scale(cfg, world_size=None):
     return float(world) if rule == "linear" else 1.0
 
 
+SCHEDULE_SCALING_RULES = ("none", "linear")
+
+
+def schedule_scale(cfg, world_size=None):
+    """Divisor of the iterations and lr step sizes for `world_size` processes under
+    cfg.DIST.SCHEDULE_SCALING.
+
+    'none': the iterations as given, so N processes see N x the images of one.
+    'linear': iterations / N, so a run sees the same number of images whatever N (a schedule
+    written for one process keeps its length in epochs; with LR_SCALING linear, the usual
+    large-batch recipe).
+    """
+    world = get_world_size() if world_size is None else int(world_size)
+    rule = str(cfg.DIST.SCHEDULE_SCALING).lower() if "DIST" in cfg else "none"
+    if rule not in SCHEDULE_SCALING_RULES:
+        raise ValueError(f"DIST.SCHEDULE_SCALING {cfg.DIST.SCHEDULE_SCALING!r}: "
+                         f"use one of {SCHEDULE_SCALING_RULES}")
+    return world if rule == "linear" else 1
+
+
 # --- per-image sampling generators ---------------------------------------------------------
 def image_seed(seed, batch_index, position):
     """64-bit seed of the sampling stream of image `position` of global batch `batch_index`."""
