@@ -321,6 +321,25 @@ def test_helpers_single_process():
     with pytest.raises(ValueError, match="LR_SCALING"):
         du.lr_scale(cfg, 2)
     assert du.shard_indices(5, 1, 2) == [1, 3]
+
+
+def test_schedule_scaling_keeps_the_images_seen():
+    from frcnn.fast_rcnn.train import SolverParams
+
+    cfg = get_default_cfg()
+    cfg.SOLVER.BASE_LR = 0.01
+    ref = SolverParams.from_cfg(cfg, 1001, 750, world_size=2)  # default 'none': as given
+    assert (ref.max_iters, ref.stepsize, ref.base_lr) == (1001, 750, 0.02)
+    cfg.DIST.SCHEDULE_SCALING = "linear"
+    half = SolverParams.from_cfg(cfg, 1001, 750, world_size=2)
+    assert (half.max_iters, half.stepsize, half.base_lr) == (501, 375, 0.02)  # ceil
+    assert "iterations 1001 / 2" in half.lr_scaling
+    one = SolverParams.from_cfg(cfg, 1001, 750, world_size=1)
+    assert (one.max_iters, one.stepsize, one.base_lr, one.lr_scaling) == (1001, 750, 0.01, "")
+    assert SolverParams.from_cfg(cfg, 1, 0, world_size=4).max_iters == 1
+    cfg.DIST.SCHEDULE_SCALING = "sqrt"
+    with pytest.raises(ValueError, match="SCHEDULE_SCALING"):
+        SolverParams.from_cfg(cfg, 10, 5, world_size=2)
     assert du.gather_by_index({0: "a", 1: "b"}, 2) == ["a", "b"]
     # a per-image stream depends on (seed, batch, position) only, not on the batch layout
     g2 = du.ImageGenerators(1).for_batch(7, 0, 2)

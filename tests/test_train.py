@@ -118,6 +118,19 @@ def test_optimizer_groups_and_frozen():
     assert T.step_lr(0.001, 0.1, 30, 30) == pytest.approx(0.0001)
 
 
+def test_warmup_rises_linearly_then_follows_the_steps():
+    # lr 0.02, x0.1 at 8, warm-up over 4 iterations from 0.5 x: 0.01, 0.0125, 0.015, 0.0175, 0.02
+    got = [T.step_lr(0.02, 0.1, 8, i, 4, 0.5) for i in range(10)]
+    want = [0.01, 0.0125, 0.015, 0.0175, 0.02, 0.02, 0.02, 0.02, 0.002, 0.002]
+    assert got == pytest.approx(want)
+    assert T.step_lr(0.02, 0.1, 8, 0) == 0.02  # no warm-up by default (the reference's lr)
+    cfg = get_default_cfg()
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 201, 0.5
+    cfg.DIST.SCHEDULE_SCALING = "linear"
+    s = T.SolverParams.from_cfg(cfg, 1000, 750, world_size=2)
+    assert (s.max_iters, s.stepsize, s.warmup_iters, s.warmup_factor) == (500, 375, 101, 0.5)
+
+
 def test_caffe_sgd_matches_formula():
     w = nn.Parameter(torch.tensor([1.0, -2.0]))
     opt = T.CaffeSGD([dict(params=[w], lr=0.1, weight_decay=0.5)], lr=0.1, momentum=0.9)

@@ -74,6 +74,8 @@ def _defaults():
     C.SOLVER.MOMENTUM = 0.9
     C.SOLVER.WEIGHT_DECAY = 0.0005
     C.SOLVER.GAMMA = 0.1
+    C.SOLVER.WARMUP_ITERS = 0           # linear lr warm-up (Goyal et al. 2017); 0: none (reference)
+    C.SOLVER.WARMUP_FACTOR = 1.0 / 3    # the first iteration's lr, as a fraction of the base lr
     C.SOLVER.BIAS_LR_MULT = 2.0
     C.SOLVER.BIAS_DECAY = True          # Caffe decays biases too (decay_mult 1)
     C.SOLVER.AMP = False

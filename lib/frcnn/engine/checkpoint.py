@@ -85,11 +85,15 @@ def roidb_signature(roidb):
 
 
 def run_signature(*, seed, ims_per_batch, iter_size, world_size, max_iters, stepsize, base_lr,
-                  data):
-    """What must not change between a snapshot and the run that resumes it."""
-    return {"seed": int(seed), "ims_per_batch": int(ims_per_batch), "iter_size": int(iter_size),
-            "world_size": int(world_size), "max_iters": int(max_iters),
-            "stepsize": int(stepsize or 0), "base_lr": float(base_lr), "data": str(data)}
+                  data, warmup=(0, 1.0)):
+    """What must not change between a snapshot and the run that resumes it (the warm-up only
+    when there is one, so snapshots from before it existed still resume)."""
+    sig = {"seed": int(seed), "ims_per_batch": int(ims_per_batch), "iter_size": int(iter_size),
+           "world_size": int(world_size), "max_iters": int(max_iters),
+           "stepsize": int(stepsize or 0), "base_lr": float(base_lr), "data": str(data)}
+    if warmup[0]:
+        sig["warmup"] = [int(warmup[0]), float(warmup[1])]
+    return sig
 
 
 def export_state_dict(model):

@@ -10,22 +10,29 @@ from frcnn.engine.trainer import HookBase
 from frcnn.utils import distributed as du
 
 
-def step_lr(base_lr, gamma, stepsize, iteration):
-    """Caffe's 'step' policy: base_lr * gamma ^ floor(iteration / stepsize)."""
-    if not stepsize or stepsize <= 0:
-        return base_lr
-    return base_lr * gamma ** (iteration // stepsize)
+def step_lr(base_lr, gamma, stepsize, iteration, warmup_iters=0, warmup_factor=1.0):
+    """Caffe's 'step' policy: base_lr * gamma ^ floor(iteration / stepsize), times a linear
+    warm-up from warmup_factor to 1 over the first warmup_iters iterations (none when 0)."""
+    lr = base_lr
+    if stepsize and stepsize > 0:
+        lr = base_lr * gamma ** (iteration // stepsize)
+    if iteration < warmup_iters:
+        lr *= warmup_factor + (1.0 - warmup_factor) * iteration / warmup_iters
+    return lr
 
 
 class LRSchedule(HookBase):
-    """Caffe 'step' lr before every step; each param group keeps its lr_mult (biases 2x)."""
+    """Caffe 'step' lr (with the optional linear warm-up) before every step; each param group
+    keeps its lr_mult (biases 2x)."""
 
-    def __init__(self, base_lr, gamma, stepsize):
+    def __init__(self, base_lr, gamma, stepsize, warmup_iters=0, warmup_factor=1.0):
         self.base_lr, self.gamma, self.stepsize = float(base_lr), float(gamma), stepsize
+        self.warmup_iters, self.warmup_factor = int(warmup_iters), float(warmup_factor)
         self.lr = self.base_lr
 
     def before_step(self):
-        self.lr = step_lr(self.base_lr, self.gamma, self.stepsize, self.trainer.iter)
+        self.lr = step_lr(self.base_lr, self.gamma, self.stepsize, self.trainer.iter,
+                          self.warmup_iters, self.warmup_factor)
         for g in self.trainer.optimizer.param_groups:
             g["lr"] = self.lr * g.get("lr_mult", 1.0)
 

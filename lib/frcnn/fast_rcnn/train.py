@@ -87,6 +87,8 @@ class SolverParams:
     snapshot_iters: int = 10000
     snapshot_infix: str = ""
     lr_scaling: str = ""        # how lr and schedule were scaled for N processes (for the log)
+    warmup_iters: int = 0       # lr rises linearly from warmup_factor x lr over these iterations
+    warmup_factor: float = 1.0
 
     @classmethod
     def from_cfg(cls, cfg, max_iters, stepsize, base_lr=None, world_size=None):
@@ -99,6 +101,7 @@ class SolverParams:
         world = du.get_world_size() if world_size is None else int(world_size)
         div = du.schedule_scale(cfg, world)
         max_iters, stepsize = int(max_iters), int(stepsize or 0)
+        warmup = int(S.WARMUP_ITERS)
         note = ""
         if world > 1:
             note = f"lr x{factor:g}, DIST.LR_SCALING {cfg.DIST.LR_SCALING}"
@@ -106,7 +109,9 @@ class SolverParams:
                 note += f"; iterations {max_iters} / {div}, DIST.SCHEDULE_SCALING linear"
                 max_iters = max(1, -(-max_iters // div))   # ceil: never shorter than asked
                 stepsize = -(-stepsize // div)
+                warmup = -(-warmup // div)
         return cls(max_iters=max_iters, stepsize=stepsize, base_lr=lr,
+                   warmup_iters=warmup, warmup_factor=float(S.WARMUP_FACTOR),
                    lr_scaling=note,
                    gamma=float(S.GAMMA), momentum=float(S.MOMENTUM),
                    weight_decay=float(S.WEIGHT_DECAY), bias_lr_mult=float(S.BIAS_LR_MULT),
@@ -197,7 +202,8 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
         scaler = torch.amp.GradScaler("cuda")
     signature = run_signature(seed=seed, ims_per_batch=ims_per_batch, iter_size=iter_size,
                               world_size=world, max_iters=solver.max_iters,
-                              stepsize=solver.stepsize, base_lr=base_lr, data=data_signature)
+                              stepsize=solver.stepsize, base_lr=base_lr, data=data_signature,
+                              warmup=(solver.warmup_iters, solver.warmup_factor))
     ckpt = Checkpointer(output_dir, snap_prefix, model, optimizer, signature, scaler,
                         final_prefix=prefix)
     seed_all(seed + rank)
@@ -208,15 +214,18 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
 
     if rank == 0:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        warm = (f", warm-up from x{solver.warmup_factor:g} over {solver.warmup_iters}"
+                if solver.warmup_iters else "")
         print(f"[{prefix}] {solver.max_iters} iters (lr {base_lr:g}, x{solver.gamma:g} every "
-              f"{solver.stepsize}), {ims_per_batch} img/batch x {iter_size}"
+              f"{solver.stepsize}{warm}), {ims_per_batch} img/batch x {iter_size}"
               + (f" x {world} processes ({solver.lr_scaling})" if world > 1 else "")
               + f", {n_train} trainable params, {len(frozen_names)} frozen tensors, "
               f"device {device}" + (f", amp {str(amp).replace('torch.', '')}" if amp else ""))
     trainer = Trainer(model, optimizer, data, iter_size=iter_size, generators=generators,
                       autocast=None if amp is None else (device.type, amp), grad_scaler=scaler,
                       ddp_model=None if ddp is model else ddp, window=solver.display)
-    lr = LRSchedule(base_lr, solver.gamma, solver.stepsize)
+    lr = LRSchedule(base_lr, solver.gamma, solver.stepsize, solver.warmup_iters,
+                    solver.warmup_factor)
     finite = FiniteLossCheck(prefix)
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
     trainer.register_hooks([lr, finite, FirstStepGradCheck(prefix),

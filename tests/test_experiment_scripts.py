@@ -1,0 +1,20 @@
+"""Argument errors of experiments/alt_opt.sh: one line, exit 2, before anything runs."""
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cpus", "0"], "--gpus / --cpus take a positive number, got '0'"),
+    (["TINY", "shapes", "--gpus", "two"], "--gpus / --cpus take a positive number, got 'two'"),
+    (["--cpus"], "--cpus needs a number"),
+    (["--seed"], "--seed needs a number"),
+])
+def test_alt_opt_script_rejects_bad_process_counts(args, message):
+    r = subprocess.run(["bash", os.path.join(ROOT, "experiments", "alt_opt.sh"), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == message
