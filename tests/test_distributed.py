@@ -376,7 +376,9 @@ def test_tools_under_torchrun(tmp_path):
     log = _torchrun(["tools/train_faster_rcnn_alt_opt.py", "--net", "TINY", "--imdb",
                      "shapes_train", "--cfg", cfg, "--device", "cpu"] + sets, tmp)
     assert log.count("FINAL_MODEL") == 1  # rank 0 alone prints (and writes)
-    assert "x 2 processes (lr x2, DIST.LR_SCALING linear)" in log
+    # the shapes cfg halves the schedule for 2 processes (DIST.SCHEDULE_SCALING linear)
+    assert ("x 2 processes (lr x2, DIST.LR_SCALING linear; iterations 2 / 2, "
+            "DIST.SCHEDULE_SCALING linear)") in log
     d = os.path.join(tmp, "out", "ddp", "shapes_train")
     final = os.path.join(d, "tiny_faster_rcnn_final.pth")
     assert os.path.exists(final) and os.path.exists(os.path.join(d, "tiny_stage2_rpn_proposals.pkl"))
