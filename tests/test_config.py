@@ -79,3 +79,44 @@ def test_output_dir(tmp_path):
     c.OUTPUT_DIR = str(tmp_path)
     p = get_output_dir("shapes_train", c, "tiny")
     assert p == os.path.join(str(tmp_path), "default", "shapes_train", "tiny") and os.path.isdir(p)
+
+
+def test_amp_is_true_false_or_auto(monkeypatch, capsys):
+    """SOLVER.AMP 'auto' (default): bf16 autocast on a CPU with bf16 matrix units, float32 on
+    other CPUs and on CUDA; --amp / --no-amp and the cfg's True / False win over it."""
+    import argparse
+    import os
+    import sys
+
+    import torch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    import _init_paths as tools
+
+    assert get_default_cfg().SOLVER.AMP == "auto"
+    assert cfg_from_list(["SOLVER.AMP", "False"]).SOLVER.AMP is False
+    cfg = cfg_from_list(["SOLVER.AMP", "True"])
+    assert cfg_from_list(["SOLVER.AMP", "auto"], cfg).SOLVER.AMP == "auto"
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        cfg_from_list(["SOLVER.AMP", "bf16"])
+
+    def resolve(cli, cfg_amp, fast, net="VGG16", device="cpu"):
+        monkeypatch.setattr(tools, "cpu_has_bf16_matmul", lambda: fast)
+        args = argparse.Namespace(amp=cli, _cfg_amp=cfg_amp)
+        dtype = tools.amp_dtype(args, device, net)
+        return dtype, capsys.readouterr().out
+
+    dtype, out = resolve(None, "auto", True)
+    assert dtype == torch.bfloat16 and "SOLVER.AMP auto" in out and "--no-amp" in out
+    assert resolve(None, "auto", False)[0] is None
+    assert resolve(False, "auto", True)[0] is None
+    assert resolve(None, False, True)[0] is None
+    dtype, out = resolve(True, False, False)
+    assert dtype == torch.bfloat16 and "warning" in out
+    assert resolve(None, True, True)[0] == torch.bfloat16
+    # 'auto' leaves float32 to the nets bf16 does not speed up, and to CUDA
+    dtype, out = resolve(None, "auto", True, net="ELITE0")
+    assert dtype is None and "does not speed up ELITE0" in out and "--amp" in out
+    assert resolve(True, "auto", True, net="TINY")[0] == torch.bfloat16
+    assert resolve(None, "auto", True, device="cuda")[0] is None
+    assert resolve(True, "auto", True, device="cuda")[0] == torch.float16

@@ -22,7 +22,7 @@ def add_common_args(parser, cfg_required=False, training=False):
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--amp", dest="amp", action="store_true", default=None,
                         help="mixed precision: float16 on CUDA, bfloat16 on the CPU "
-                             "(default SOLVER.AMP)")
+                             "(default SOLVER.AMP: 'auto' = bf16 on CPUs with bf16 matrix units)")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="full float32")
     parser.add_argument("--deterministic", action="store_true",
                         help="torch.use_deterministic_algorithms(True) and deterministic cuDNN "
@@ -78,7 +78,7 @@ def setup_cfg(args):
                               "keys and types as in frcnn/config.py") from e
     if getattr(args, "device", None):
         cfg.DEVICE = args.device
-    args._cfg_amp = bool(cfg.SOLVER.AMP)
+    args._cfg_amp = cfg.SOLVER.AMP
     if str(cfg.DEVICE).startswith("cuda"):
         import torch
 
@@ -118,25 +118,39 @@ def cpu_has_bf16_matmul():
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def amp_dtype(args, device):
+def amp_dtype(args, device, net=None):
     """None (float32) or the autocast dtype: float16 on CUDA, bfloat16 on the CPU.
 
-    --amp / --no-amp win, then cfg SOLVER.AMP. Says in one line what it chose and why.
+    --amp / --no-amp win, then cfg SOLVER.AMP (True, False or 'auto': bf16 on a CPU with bf16
+    matrix units for the nets it speeds up, frcnn.models.BF16_PAYS_ON_CPU; float32 elsewhere).
+    Says in one line what it chose and why.
     """
     import torch
 
-    on = args.amp if getattr(args, "amp", None) is not None else bool(getattr(args, "_cfg_amp", False))
+    from frcnn.models import BF16_PAYS_ON_CPU
+
     cpu = torch.device(device).type != "cuda"
-    if not on:
-        if cpu and cpu_has_bf16_matmul():
-            print("precision: float32 (this CPU has bf16 matrix units: --amp runs bf16 autocast)")
+    fast_bf16 = cpu and cpu_has_bf16_matmul()
+    setting = getattr(args, "amp", None)
+    source = "--amp" if setting else "--no-amp"
+    why = "this CPU has bf16 matrix units"
+    if setting is None:
+        setting = getattr(args, "_cfg_amp", "auto")
+        source = f"SOLVER.AMP {setting}"
+        if setting == "auto":
+            setting = fast_bf16 and (net is None or net.upper() in BF16_PAYS_ON_CPU)
+            if fast_bf16 and not setting:
+                why = f"bf16 does not speed up {net.upper()}'s training"
+    if not setting:
+        print(f"precision: float32 ({source}" + (f"; {why}: --amp runs bf16 autocast)"
+                                                  if fast_bf16 else ")"))
         return None
     if cpu:
-        print("precision: bf16 autocast on the CPU" + ("" if cpu_has_bf16_matmul() else
-              " (warning: this CPU has no AMX/AVX512-BF16 units, bf16 is slower than float32 "
-              "here)"))
+        print(f"precision: bf16 autocast on the CPU ({source}" + (
+            f"; {why}; --no-amp for float32)" if fast_bf16 else
+            "; warning: this CPU has no AMX/AVX512-BF16 units, bf16 is slower than float32 here)"))
         return torch.bfloat16
-    print("precision: float16 autocast on CUDA")
+    print(f"precision: float16 autocast on CUDA ({source})")
     return torch.float16
 
 
