@@ -126,13 +126,15 @@ def torchvision_vgg16(cfg):
 
     class RoIPool7(MultiScaleRoIAlign):
         """torchvision.ops.roi_pool on the single stride-16 map, in the box_roi_pool slot
-        (FasterRCNN accepts only a MultiScaleRoIAlign there)."""
+        (FasterRCNN accepts only a MultiScaleRoIAlign there). Its CPU kernel has no bf16 and
+        no autocast rule (bf16 raises), so under autocast the map is pooled in float32."""
 
         def __init__(self):
             super().__init__(["0"], 7, 0)
 
         def forward(self, features, proposals, image_shapes):
-            return torchvision.ops.roi_pool(features["0"], proposals, (7, 7), 1 / 16)
+            return torchvision.ops.roi_pool(features["0"].float(), [p.float() for p in proposals],
+                                            (7, 7), 1 / 16)
 
     backbone = torchvision.models.vgg16().features[:-1]  # conv1_1 .. relu5_3, stride 16
     backbone.out_channels = 512

@@ -80,7 +80,7 @@ def _defaults():
     C.SOLVER.BIAS_DECAY = True          # Caffe decays biases too (decay_mult 1)
     # Mixed precision for training, proposals and testing: True (float16 autocast on CUDA,
     # bfloat16 on the CPU), False (float32), or 'auto': bfloat16 on a CPU with bf16 matrix units
-    # (AMX-BF16 / AVX512-BF16) for the nets it speeds up (models.BF16_PAYS_ON_CPU: VGG16 2.6x,
+    # (AMX-BF16 / AVX512-BF16) for the nets it speeds up (models.BF16_PAYS_ON_CPU: VGG16 2.6-3.8x,
     # ZF 1.6x), float32 for the others, on CUDA and on other CPUs.
     C.SOLVER.AMP = "auto"
     C.SOLVER.DISPLAY = 20               # print smoothed losses every N iterations

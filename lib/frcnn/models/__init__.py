@@ -5,7 +5,7 @@ from frcnn.models.faster_rcnn import FasterRCNN, FastRCNNHead, RPNHead, make_anc
 
 NETS = ("VGG16", "ZF", "TINY", "ELITE0")
 # Nets that train faster under bf16 autocast on a CPU with bf16 matrix units (SOLVER.AMP 'auto';
-# measured in docs/PERFORMANCE.md: VGG16 2.6x, ZF 1.6x); TINY's small convs gain nothing and
+# measured in docs/PERFORMANCE.md: VGG16 2.6-3.8x, ZF 1.6x); TINY's small convs gain nothing and
 # ELITE0's depthwise convs train 1.6x slower in bf16.
 BF16_PAYS_ON_CPU = ("VGG16", "ZF")
 
