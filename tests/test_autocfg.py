@@ -31,10 +31,10 @@ def test_photos_with_large_objects_train_small():
     # widened to three scales: 128, 256, 512 px
     assert keys["ANCHOR_SCALES"] == (8, 16, 32)
     assert keys["ANCHOR_RATIOS"] == (0.5, 1, 2)
-    # ELITE0: 1.5, 3, 1, 2 iterations per image, 100 images scheduled as 300; steps at 75 %
-    assert keys["ALT_OPT.ITERS"] == (450, 900, 300, 600)
-    assert keys["ALT_OPT.STEPSIZES"] == (340, 680, 220, 450)
-    assert keys["TRAIN.SNAPSHOT_ITERS"] == 400  # half the longest stage, in hundreds
+    # ELITE0: 1.8, 3.6, 1.2, 2.4 iterations per image, 100 images scheduled as 300; steps at 75 %
+    assert keys["ALT_OPT.ITERS"] == (540, 1080, 360, 720)
+    assert keys["ALT_OPT.STEPSIZES"] == (400, 810, 270, 540)
+    assert keys["TRAIN.SNAPSHOT_ITERS"] == 500  # half the longest stage, in hundreds
     assert "100 images (scheduled as 300)" in notes[2]
     assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 4
 
@@ -94,7 +94,7 @@ def test_auto_cfg_tool(tmp_path):
     cfg = cfg_from_file(path)
     assert cfg.SOLVER.BASE_LR == pytest.approx(0.002)  # --set wins
     assert cfg.TRAIN.SCALES == (240,) and cfg.TRAIN.MAX_SIZE == 320
-    assert cfg.ALT_OPT.ITERS == (450, 900, 300, 600)  # 5 images scheduled as 300
+    assert cfg.ALT_OPT.ITERS == (540, 1080, 360, 720)  # 5 images scheduled as 300
     assert "auto cfg: images: 5 for training" in p.stdout
     # a broken test set stops it, naming the file
     os.remove(os.path.join(root, "JPEGImages", "im5.jpg"))

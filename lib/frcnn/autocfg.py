@@ -24,7 +24,7 @@ import numpy as np
 
 # per net: (alt-opt iterations per training image for RPN1, FRCN1, RPN2, FRCN2; end2end; lr)
 NET_SCHEDULES = {
-    "ELITE0": ((1.5, 3.0, 1.0, 2.0), 4.0, 0.005),
+    "ELITE0": ((1.8, 3.6, 1.2, 2.4), 4.0, 0.005),   # 1.2x of 1.5/3/1/2: +0.02 mAP on cards
     "TINY": ((6.0, 8.0, 3.0, 4.0), 12.0, 0.01),
     "ZF": ((4.0, 4.0, 2.0, 2.0), 6.0, 0.001),
     "VGG16": ((4.0, 4.0, 2.0, 2.0), 6.0, 0.001),
