@@ -301,13 +301,26 @@ def test_distributed_test_net_equals_single_process(runs, tmp_path):
     assert sum(len(b) for c in boxes[1:] for b in c) > 0
     for c in range(1, imdb.num_classes):
         for i in range(imdb.num_images):
-            np.testing.assert_allclose(dist_boxes[c][i], boxes[c][i], rtol=1e-5, atol=1e-3)
+            _assert_same_rows(dist_boxes[c][i], boxes[c][i])
     with open(os.path.join(d, "proposals.pkl"), "rb") as f:
         dist_props = pickle.load(f)
     props = imdb_proposals(model, imdb, cfg)
     assert len(dist_props) == len(props) == imdb.num_images
     for a, b in zip(dist_props, props):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+        _assert_same_rows(a, b)
+
+
+def _assert_same_rows(a, b, atol=1e-3):
+    """The same boxes up to float rounding, in any order: 1 thread per process vs 2 threads
+    rounds scores differently in the last bit, which can swap two boxes of near-equal score."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if not len(a):
+        return
+    dist = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)  # [len(a), len(b)]
+    assert dist.min(axis=1).max() <= atol and dist.min(axis=0).max() <= atol, dist.min(axis=1).max()
+    mismatched = np.flatnonzero(dist[np.arange(len(a)), np.arange(len(a))] > atol)
+    assert len(mismatched) <= max(2, len(a) // 50), f"{len(mismatched)} rows out of order"
 
 
 def test_helpers_single_process():
