@@ -102,8 +102,10 @@ def test_amp_is_true_false_or_auto(monkeypatch, capsys):
 
     def resolve(cli, cfg_amp, fast, net="VGG16", device="cpu"):
         monkeypatch.setattr(tools, "cpu_has_bf16_matmul", lambda: fast)
-        args = argparse.Namespace(amp=cli, _cfg_amp=cfg_amp)
-        dtype = tools.amp_dtype(args, device, net)
+        cfg = get_default_cfg()
+        cfg.SOLVER.AMP = cfg_amp
+        tools.apply_runtime_args(argparse.Namespace(amp=cli), cfg)  # --amp / --no-amp
+        dtype = tools.amp_dtype(cfg, device, net)
         return dtype, capsys.readouterr().out
 
     dtype, out = resolve(None, "auto", True)

@@ -78,7 +78,6 @@ def setup_cfg(args):
                               "keys and types as in frcnn/config.py") from e
     if getattr(args, "device", None):
         cfg.DEVICE = args.device
-    args._cfg_amp = cfg.SOLVER.AMP
     if str(cfg.DEVICE).startswith("cuda"):
         import torch
 
@@ -89,10 +88,12 @@ def setup_cfg(args):
 
 
 def apply_runtime_args(args, cfg):
-    """Fold --seed / --workers into the cfg (one source for each value) and apply
-    --num-threads / --deterministic to torch."""
+    """Fold --seed / --workers / --amp / --no-amp into the cfg (one source for each value) and
+    apply --num-threads / --deterministic to torch."""
     import torch
 
+    if getattr(args, "amp", None) is not None:
+        cfg.SOLVER.AMP = bool(args.amp)
     if getattr(args, "seed", None) is not None:
         cfg.RNG_SEED = int(args.seed)
     if getattr(args, "workers", None) is not None:
@@ -118,12 +119,12 @@ def cpu_has_bf16_matmul():
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def amp_dtype(args, device, net=None):
+def amp_dtype(cfg, device, net=None):
     """None (float32) or the autocast dtype: float16 on CUDA, bfloat16 on the CPU.
 
-    --amp / --no-amp win, then cfg SOLVER.AMP (True, False or 'auto': bf16 on a CPU with bf16
-    matrix units for the nets it speeds up, frcnn.models.BF16_PAYS_ON_CPU; float32 elsewhere).
-    Says in one line what it chose and why.
+    From cfg SOLVER.AMP (--amp / --no-amp fold into it, apply_runtime_args): True, False or
+    'auto' = bf16 on a CPU with bf16 matrix units for the nets it speeds up
+    (frcnn.models.BF16_PAYS_ON_CPU), float32 elsewhere. Says in one line what it chose and why.
     """
     import torch
 
@@ -131,16 +132,13 @@ def amp_dtype(args, device, net=None):
 
     cpu = torch.device(device).type != "cuda"
     fast_bf16 = cpu and cpu_has_bf16_matmul()
-    setting = getattr(args, "amp", None)
-    source = "--amp" if setting else "--no-amp"
+    setting = cfg.SOLVER.AMP
+    source = f"SOLVER.AMP {setting}"
     why = "this CPU has bf16 matrix units"
-    if setting is None:
-        setting = getattr(args, "_cfg_amp", "auto")
-        source = f"SOLVER.AMP {setting}"
-        if setting == "auto":
-            setting = fast_bf16 and (net is None or net.upper() in BF16_PAYS_ON_CPU)
-            if fast_bf16 and not setting:
-                why = f"bf16 does not speed up {net.upper()}'s training"
+    if setting == "auto":
+        setting = fast_bf16 and (net is None or net.upper() in BF16_PAYS_ON_CPU)
+        if fast_bf16 and not setting:
+            why = f"bf16 does not speed up {net.upper()}'s training"
     if not setting:
         print(f"precision: float32 ({source}" + (f"; {why}: --amp runs bf16 autocast)"
                                                   if fast_bf16 else ")"))

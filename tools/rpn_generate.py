@@ -42,7 +42,7 @@ def main(argv=None):
     model = build_model(args.net.upper(), imdb.num_classes, cfg, parts=("rpn",), pretrained=False)
     AltOpt.load_parts(model, args.model, ["backbone.", "rpn."])
     model.to(cfg.DEVICE).eval()
-    with autocast_context(cfg.DEVICE, amp_dtype(args, cfg.DEVICE, args.net)):
+    with autocast_context(cfg.DEVICE, amp_dtype(cfg, cfg.DEVICE, args.net)):
         boxes = imdb_proposals(model, imdb, cfg)
     out = args.out or (os.path.splitext(args.model)[0] + "_proposals_"
                        + imdb.name.replace(":", "_").replace("/", "_") + ".pkl")

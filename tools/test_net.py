@@ -106,7 +106,7 @@ def main(argv=None):
     print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "
           f"{threads_note()}; results in {out}")
     t0 = time.perf_counter()
-    with autocast_context(cfg.DEVICE, amp_dtype(args, cfg.DEVICE, args.net)):
+    with autocast_context(cfg.DEVICE, amp_dtype(cfg, cfg.DEVICE, args.net)):
         mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image,
                        proposals=proposals, vis_dir=args.vis)
     if du.is_main_process():  # AP@0.75, AP@[.5:.95] per class -> log + <out>/metrics.json

@@ -98,7 +98,7 @@ class AltOpt:
             raise ConfigError("ALT_OPT.ITERS, ALT_OPT.STEPSIZES (and BASE_LRS if given) need 4 "
                              "values: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN")
         self.lrs = lrs
-        self.amp = amp_dtype(args, self.device, self.net)
+        self.amp = amp_dtype(cfg, self.device, self.net)
         print(f"alt-opt {self.net} on {self.imdb.name} ({self.imdb.num_images} images, "
               f"{self.imdb.num_classes - 1} classes) -> {self.out}; device {self.device}, "
               f"seed {self.seed}, {threads_note()}")

@@ -108,7 +108,7 @@ def main(argv=None):
                         solver, out, f"{net.lower()}_{kind}", ims_per_batch=ims, seed=seed,
                         data_signature=roidb_signature(roidb), iter_size=iter_size,
                         frozen=frozen, resume=not args.no_resume, device=device,
-                        amp=amp_dtype(args, device, net), extra=extra, hooks=hooks,
+                        amp=amp_dtype(cfg, device, net), extra=extra, hooks=hooks,
                         find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
     if rank == 0:
         print(f"FINAL_MODEL {final}")

@@ -191,6 +191,9 @@ def get_output_dir(imdb_name, cfg, net_name=None):
     return path
 
 
+_BOOL_OR_AUTO = {"SOLVER.AMP"}  # keys whose default 'auto' may be replaced by True / False
+
+
 def _coerce(value, default, key):
     """Cast `value` to the type of `default`, as py-faster-rcnn's merge does."""
     if key in _BOOL_OR_AUTO:
@@ -207,9 +210,6 @@ def _coerce(value, default, key):
         raise ValueError(f"config key {key}: expected {type(default).__name__}, "
                          f"got {type(value).__name__} ({value!r})")
     return value
-
-
-_BOOL_OR_AUTO = {"SOLVER.AMP"}
 
 
 def merge_into(src, dst, prefix=""):
