@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from frcnn.fast_rcnn.bbox_transform import bbox_transform, bbox_transform_inv, clip_boxes
+from frcnn.utils.bbox_transform import bbox_transform, bbox_transform_inv, clip_boxes
 
 
 def test_hand_case():

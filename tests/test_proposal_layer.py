@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from frcnn.config import cfg_from_list, get_default_cfg
-from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
+from frcnn.utils.bbox_transform import bbox_transform_inv, clip_boxes
 from frcnn.ops.reference import nms_reference
 from frcnn.rpn.generate_anchors import generate_anchors, shifted_anchors
 from frcnn.rpn.proposal_layer import ProposalParams, proposal_layer

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from frcnn.config import get_default_cfg
-from frcnn.fast_rcnn.bbox_transform import bbox_transform
+from frcnn.utils.bbox_transform import bbox_transform
 from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
 
 GT = torch.tensor([[100., 100., 199., 199., 3.], [300., 300., 349., 389., 1.]])

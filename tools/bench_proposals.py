@@ -35,7 +35,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
+    from frcnn.utils.bbox_transform import bbox_transform_inv, clip_boxes
     from frcnn.fast_rcnn.test import detections_for_image, get_test_blob
     from frcnn.models import build_model
     from frcnn.rpn.generate_anchors import shifted_anchors

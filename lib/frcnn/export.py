@@ -13,7 +13,7 @@ and NMS, cap per image), so loading it needs only torch and the frcnn ops librar
 import torch
 import torch.nn as nn
 
-from frcnn.fast_rcnn.bbox_transform import decode_boxes
+from frcnn.utils.bbox_transform import decode_boxes
 
 
 class DetectorProgram(nn.Module):

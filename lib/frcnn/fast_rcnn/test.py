@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
+from frcnn.utils.bbox_transform import bbox_transform_inv, clip_boxes
 from frcnn.fast_rcnn.nms_wrapper import nms
 from frcnn.utils import distributed as du
 from frcnn.utils.timer import Timer

@@ -24,7 +24,7 @@ def _bbox_transform(ex, gt):
     """[N, 4] numpy -> [N, 4] (dx, dy, dw, dh) float64, +1 pixel convention."""
     import torch
 
-    from frcnn.fast_rcnn.bbox_transform import bbox_transform
+    from frcnn.utils.bbox_transform import bbox_transform
 
     return bbox_transform(torch.from_numpy(np.asarray(ex, np.float64)),
                           torch.from_numpy(np.asarray(gt, np.float64))).numpy()

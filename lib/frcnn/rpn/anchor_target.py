@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from frcnn.fast_rcnn.bbox_transform import bbox_transform
+from frcnn.utils.bbox_transform import bbox_transform
 
 
 @dataclass(frozen=True)

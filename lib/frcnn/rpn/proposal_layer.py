@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from frcnn.fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
+from frcnn.utils.bbox_transform import bbox_transform_inv, clip_boxes
 
 
 @dataclass(frozen=True)

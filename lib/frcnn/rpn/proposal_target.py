@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from frcnn.fast_rcnn.bbox_transform import bbox_transform
+from frcnn.utils.bbox_transform import bbox_transform
 from frcnn.rpn.anchor_target import _weights, box_iou
 
 
