@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from frcnn.fast_rcnn.losses import fast_rcnn_losses, rpn_losses, smooth_l1
+from frcnn.models.losses import fast_rcnn_losses, rpn_losses, smooth_l1
 
 
 def test_smooth_l1_hand_values():

@@ -1,1 +1,2 @@
-"""Fast R-CNN parts: box transforms, losses, training and testing."""
+"""The solver (train.py: train_model over the engine), testing (test.py: im_detect, test_net) and
+re-evaluation (reval.py)."""

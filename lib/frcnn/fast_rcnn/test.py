@@ -29,7 +29,7 @@ def get_test_blob(im, cfg):
 
     -> (images [1, 3, h, w] float tensor, im_info [1, 3] (h, w, scale), scale float).
     """
-    from frcnn.roi_data.minibatch import im_list_to_blob, prep_im_for_blob
+    from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
     if len(cfg.TEST.SCALES) != 1:
         raise ValueError(f"TEST.SCALES {cfg.TEST.SCALES}: testing with an RPN is single-scale "
@@ -48,7 +48,7 @@ def get_pyramid_blob(im, cfg):
 
     -> (images [L, 3, H, W] float tensor, im_info [L, 3] (h, w, scale) per level, scales [L]).
     """
-    from frcnn.roi_data.minibatch import im_list_to_blob, prep_im_for_blob
+    from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
     levels, scales, info = [], [], []
     for target in cfg.TEST.SCALES:

@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frcnn.fast_rcnn.losses import fast_rcnn_losses, rpn_losses
+from frcnn.models.losses import fast_rcnn_losses, rpn_losses
 from frcnn.rpn.anchor_target import AnchorTargetParams, anchor_target
 from frcnn.rpn.generate_anchors import generate_anchors, shifted_anchors
 from frcnn.rpn.proposal_layer import ProposalParams, proposal_layer
-from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
+from frcnn.roi_data.proposal_target import ProposalTargetParams, proposal_target
 
 
 def normal_init(module, std):
