@@ -11,7 +11,7 @@ from frcnn.config import cfg_from_list, get_default_cfg
 from frcnn.engine import HookBase, PeriodicEval, Trainer
 from frcnn.models import build_model
 from frcnn.models import faster_rcnn as frcnn_module
-from frcnn.rpn.proposal_target import ProposalTargetParams
+from frcnn.roi_data.proposal_target import ProposalTargetParams
 from test_train import ToyDetector, _cfg, toy_loader
 from train_helpers import train
 

@@ -3,7 +3,7 @@ import torch
 
 from frcnn.config import get_default_cfg
 from frcnn.utils.bbox_transform import bbox_transform
-from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
+from frcnn.roi_data.proposal_target import ProposalTargetParams, proposal_target
 
 GT = torch.tensor([[100., 100., 199., 199., 3.], [300., 300., 349., 389., 1.]])
 

@@ -1,4 +1,5 @@
-"""Fast R-CNN training RoIs and targets (py-faster-rcnn proposal_target_layer / minibatch), per image."""
+"""Fast R-CNN training RoIs and targets (py-faster-rcnn proposal_target_layer; the fg/bg RoI
+sampling its roi_data_layer/minibatch did), per image, on device."""
 from dataclasses import dataclass
 
 import torch
