@@ -8,7 +8,7 @@ import pytest
 
 from frcnn.config import get_default_cfg
 from frcnn.datasets import DatasetError, get_imdb
-from frcnn.roi_data.minibatch import gt_mask
+from frcnn.roi_data.image_blob import gt_mask
 from frcnn.roi_data.roidb import get_training_roidb
 
 pytest.importorskip("pycocotools")

@@ -8,7 +8,8 @@ import torch
 
 from frcnn.config import get_default_cfg
 from frcnn.roi_data.loader import make_data_loader
-from frcnn.roi_data.minibatch import get_image_blob, im_list_to_blob, prep_im_for_blob
+from frcnn.roi_data.image_blob import get_image_blob
+from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 from frcnn.roi_data.roidb import append_flipped, merge_proposals, prepare_roidb
 
 

@@ -1,11 +1,11 @@
-"""Image blobs for minibatches (the RoI sampling itself runs on-device in the detector)."""
+"""Images of roidb entries and their blobs: read (mirrored when flipped), scaled, padded; the gt
+boxes an entry trains on. (RoI sampling runs on-device: roi_data/proposal_target.py.)"""
 import numpy as np
 
 from frcnn.datasets.imdb import read_image
 from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
-__all__ = ["get_image_blob", "im_list_to_blob", "prep_im_for_blob", "read_image",
-           "load_roidb_image"]
+__all__ = ["get_image_blob", "load_roidb_image", "gt_mask"]
 
 
 def load_roidb_image(entry):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .minibatch import gt_mask, load_roidb_image
+from .image_blob import gt_mask, load_roidb_image
 from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
 _EPOCH_STREAM, _SCALE_STREAM = 0, 1
