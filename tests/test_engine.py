@@ -10,7 +10,8 @@ import torch
 from frcnn.config import cfg_from_list, get_default_cfg
 from frcnn.engine import HookBase, PeriodicEval, Trainer
 from frcnn.models import build_model
-from frcnn.models import faster_rcnn as frcnn_module
+from frcnn.models import roi_heads as roi_heads_module
+from frcnn.models import rpn as rpn_module
 from frcnn.roi_data.proposal_target import ProposalTargetParams
 from test_train import ToyDetector, _cfg, toy_loader
 from train_helpers import train
@@ -37,7 +38,7 @@ def test_rois_per_image_follow_the_loader_batch():
     assert ProposalTargetParams.from_cfg(cfg, 1).rois_per_image == 128
     assert ProposalTargetParams.from_cfg(cfg, 2).rois_per_image == 64
     m = build_model("TINY", 3, cfg, ims_per_batch=1)
-    assert m.proposal_target_params.rois_per_image == 128
+    assert m.head.proposal_target_params.rois_per_image == 128
 
 
 def test_bbox_reg_off_trains_no_box_regression():
@@ -172,27 +173,27 @@ def _tiny(parts=("rpn", "head")):
 
 def test_proposal_layer_gets_the_fg_column(monkeypatch):
     seen = []
-    real = frcnn_module.proposal_layer
+    real = rpn_module.proposal_layer
 
     def spy(fg, deltas, anchors, im_info, params):
         seen.append((fg.clone(), params))
         return real(fg, deltas, anchors, im_info, params)
 
-    monkeypatch.setattr(frcnn_module, "proposal_layer", spy)
+    monkeypatch.setattr(rpn_module, "proposal_layer", spy)
     model = _tiny().eval()
     im = torch.randn(1, 3, 96, 128) * 50
     with torch.no_grad():
         model(im, torch.tensor([[96., 128., 1.]]))
         # the layout the model's forward gives the backbone on the CPU (same conv algorithms)
-        cls, _ = model.rpn(model.backbone(im.contiguous(memory_format=torch.channels_last)))
+        cls, _ = model.rpn.predict(model.backbone(im.contiguous(memory_format=torch.channels_last)))
     fg = torch.softmax(cls, dim=2)[0, :, 1]
     assert torch.equal(seen[0][0], fg) and not torch.equal(seen[0][0], 1 - fg)
-    assert seen[0][1] is model.test_proposal_params
+    assert seen[0][1] is model.rpn.test_proposal_params
 
 
 def test_losses_get_the_papers_sigmas(monkeypatch):
     got = {}
-    real_rpn, real_frcn = frcnn_module.rpn_losses, frcnn_module.fast_rcnn_losses
+    real_rpn, real_frcn = rpn_module.rpn_losses, roi_heads_module.fast_rcnn_losses
 
     def rpn_spy(*a, sigma):
         got["rpn"] = sigma
@@ -202,8 +203,8 @@ def test_losses_get_the_papers_sigmas(monkeypatch):
         got["fast_rcnn"] = sigma
         return real_frcn(*a, sigma=sigma)
 
-    monkeypatch.setattr(frcnn_module, "rpn_losses", rpn_spy)
-    monkeypatch.setattr(frcnn_module, "fast_rcnn_losses", frcn_spy)
+    monkeypatch.setattr(rpn_module, "rpn_losses", rpn_spy)
+    monkeypatch.setattr(roi_heads_module, "fast_rcnn_losses", frcn_spy)
     model = _tiny().train()
     gt = [torch.tensor([[10., 10., 60., 70., 1.]])]
     model(torch.randn(1, 3, 96, 128) * 50, torch.tensor([[96., 128., 1.]]), gt)

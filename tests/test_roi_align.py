@@ -289,7 +289,7 @@ def test_head_uses_roi_align_and_mode_is_checked():
     rois = torch.tensor([[0, 10.3, 20.7, 100.2, 90.9], [0, 50, 40, 170, 150.0]])
     seen = {}
     model.head.top = lambda pooled: seen.setdefault("p", pooled).flatten(1)[:, :256]
-    model.head(feats, rois)
+    model.head.predict(feats, rois)
     assert torch.equal(seen["p"], roi_align(feats, rois, 7, 1 / 16, 2, True))
 
     check_pooling({"pooling": pooling_meta(cfg)["pooling"]}, cfg, "m.pth")  # same: fine

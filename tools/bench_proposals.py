@@ -78,16 +78,16 @@ def main(argv=None):
             feats = model.backbone(images)
             timers["conv"].toc()
             timers["proposal"].tic()
-            cls, deltas = model.rpn(feats)
+            cls, deltas = model.rpn.predict(feats)
             H, W = feats.shape[2:]
             anchors = shifted_anchors(H, W, model.backbone.feat_stride, model.rpn.anchors, device=device)
             fg = torch.softmax(cls.float(), dim=2)[..., 1]
             boxes, _ = proposal_layer(fg[0], deltas[0].float(), anchors, im_info[0],
-                                      model.test_proposal_params)
+                                      model.rpn.test_proposal_params)
             timers["proposal"].toc()
             timers["region-wise"].tic()
             rois = torch.cat((boxes.new_zeros((boxes.shape[0], 1)), boxes[:, :4]), dim=1)
-            logits, bbox_pred = model.head(feats, rois)
+            logits, bbox_pred = model.head.predict(feats, rois)
             prob = torch.softmax(logits.float(), dim=1)
             bbox_pred = bbox_pred.float() * model.bbox_stds.reshape(1, -1) + model.bbox_means.reshape(1, -1)
             pred = clip_boxes(bbox_transform_inv(rois[:, 1:], bbox_pred), im_shape)

@@ -1,7 +1,10 @@
 """Detection models: `build_model(net, num_classes, cfg, parts)` over the VGG16, ZF, TINY, ELITE0 backbones."""
 import numpy as np
 
-from frcnn.models.faster_rcnn import FasterRCNN, FastRCNNHead, RPNHead, make_anchors
+from frcnn.models.faster_rcnn import FasterRCNN
+from frcnn.models.roi_heads import RoIHeads
+from frcnn.models.rpn import RPN
+from frcnn.roi_data.proposal_target import ProposalTargetParams
 
 NETS = ("VGG16", "ZF", "TINY", "ELITE0")
 # Nets that train faster under bf16 autocast on a CPU with bf16 matrix units (SOLVER.AMP 'auto';
@@ -31,7 +34,7 @@ def build_backbone(net, cfg=None, pretrained=True):
 
 
 def pooling_kwargs(cfg):
-    """FastRCNNHead's RoI feature arguments from cfg POOLING_MODE / _ALIGNED / _SAMPLING_RATIO."""
+    """RoIHeads' RoI feature arguments from cfg POOLING_MODE / _ALIGNED / _SAMPLING_RATIO."""
     return {"pooling_mode": str(cfg.POOLING_MODE).lower(),
             "pooling_aligned": bool(cfg.POOLING_ALIGNED),
             "sampling_ratio": int(cfg.POOLING_SAMPLING_RATIO)}
@@ -71,7 +74,8 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
 
     num_classes: K+1 including background. RPN and predictors get the reference init.
     ims_per_batch: images per forward in training (default TRAIN.IMS_PER_BATCH); the caller
-    gives the data loader the same number.
+    gives the data loader the same number; RoIs per image = TRAIN.BATCH_SIZE / it.
+    The cfg is read here, once: the stages get parameter records.
     With TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED (end2end) the bbox normalisation buffers are
     set to the cfg BBOX_NORMALIZE_MEANS/STDS; otherwise they start as identity (alt-opt sets the
     empirical stats with model.set_bbox_normalization).
@@ -85,10 +89,13 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
 
         raise ConfigError(f"FEAT_STRIDE {cfg.FEAT_STRIDE} does not match {net}'s conv stride "
                          f"{backbone.feat_stride}: remove FEAT_STRIDE from the cfg (the net sets it)")
-    anchors = make_anchors(cfg.ANCHOR_RATIOS, cfg.ANCHOR_SCALES, backbone.feat_stride)
-    rpn = RPNHead(backbone.out_channels, backbone.rpn_channels, anchors) if "rpn" in parts else None
-    head = backbone.make_head(num_classes, **pooling_kwargs(cfg)) if "head" in parts else None
-    model = FasterRCNN.from_cfg(backbone, rpn, head, cfg, ims_per_batch)
+    rpn = RPN.from_cfg(backbone, cfg) if "rpn" in parts else None
+    head = None
+    if "head" in parts:
+        head = backbone.make_head(num_classes, **pooling_kwargs(cfg))
+        ims = cfg.TRAIN.IMS_PER_BATCH if ims_per_batch is None else ims_per_batch
+        head.set_training_params(ProposalTargetParams.from_cfg(cfg, ims), bbox_reg=cfg.TRAIN.BBOX_REG)
+    model = FasterRCNN(backbone, rpn, head)
     if head is not None and cfg.TRAIN.BBOX_NORMALIZE_TARGETS and cfg.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
         model.set_bbox_normalization(np.asarray(cfg.TRAIN.BBOX_NORMALIZE_MEANS, dtype=np.float32),
                                      np.asarray(cfg.TRAIN.BBOX_NORMALIZE_STDS, dtype=np.float32))
@@ -96,4 +103,4 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
 
 
 __all__ = ["build_model", "build_backbone", "pooling_kwargs", "pooling_meta", "check_pooling",
-           "FasterRCNN", "RPNHead", "FastRCNNHead", "NETS"]
+           "FasterRCNN", "RPN", "RoIHeads", "NETS"]

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frcnn.models.faster_rcnn import FastRCNNHead
+from frcnn.models.roi_heads import RoIHeads
 
 # (repeats, kernel, stride, expand, in, out) of the stages up to stride 16
 LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
@@ -166,7 +166,7 @@ def convert_state_dict(sd, wanted):
     return out
 
 
-class Elite0Head(FastRCNNHead):
+class Elite0Head(RoIHeads):
     """RoI 7x7 x 112 -> fc6 512 -> fc7 512 (ReLU)."""
 
     def __init__(self, num_classes, **pooling):

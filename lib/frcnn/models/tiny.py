@@ -9,7 +9,7 @@ About 1.3M parameters in all; a 600x800 image costs ~0.75 GMAC in the shared con
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frcnn.models.faster_rcnn import FastRCNNHead
+from frcnn.models.roi_heads import RoIHeads
 
 TINY_LAYERS = (("conv1", 3, 16, 2), ("conv2", 16, 32, 2), ("conv3", 32, 64, 2),
                ("conv4", 64, 128, 2), ("conv5", 128, 128, 1))
@@ -41,7 +41,7 @@ class Tiny(nn.Module):
         return TinyHead(num_classes, **pooling)
 
 
-class TinyHead(FastRCNNHead):
+class TinyHead(RoIHeads):
     """RoI 7x7 x 128 -> conv_reduce 1x1 64 -> fc6 256 -> fc7 256."""
 
     def __init__(self, num_classes, **pooling):

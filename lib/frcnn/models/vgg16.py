@@ -6,7 +6,7 @@ image gives a 38x50 conv5_3. Head: RoI pool 7x7, fc6/fc7 4096 + ReLU + dropout 0
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frcnn.models.faster_rcnn import FastRCNNHead
+from frcnn.models.roi_heads import RoIHeads
 
 # (name, in, out), a max-pool after each block but the last
 VGG16_BLOCKS = (
@@ -44,7 +44,7 @@ class VGG16(nn.Module):
         return VGG16Head(num_classes, **pooling)
 
 
-class VGG16Head(FastRCNNHead):
+class VGG16Head(RoIHeads):
     """RoI 7x7 x 512 -> fc6 4096 -> fc7 4096 (ReLU, dropout 0.5 with the usual train-time rescale)."""
 
     def __init__(self, num_classes, **pooling):

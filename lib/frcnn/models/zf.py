@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frcnn.models.faster_rcnn import FastRCNNHead
+from frcnn.models.roi_heads import RoIHeads
 
 
 def within_channel_lrn(x, size=3, alpha=5e-5, beta=0.75):
@@ -64,7 +64,7 @@ class ZF(nn.Module):
         return ZFHead(num_classes, **pooling)
 
 
-class ZFHead(FastRCNNHead):
+class ZFHead(RoIHeads):
     """RoI 6x6 x 256 -> fc6 4096 -> fc7 4096 (ReLU, Caffe dropout 0.5 without train rescale)."""
 
     def __init__(self, num_classes, **pooling):
