@@ -85,13 +85,11 @@ def test_amp_is_true_false_or_auto(monkeypatch, capsys):
     """SOLVER.AMP 'auto' (default): bf16 autocast on a CPU with bf16 matrix units, float32 on
     other CPUs and on CUDA; --amp / --no-amp and the cfg's True / False win over it."""
     import argparse
-    import os
-    import sys
 
     import torch
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-    import _init_paths as tools
+    from frcnn import precision
+    from frcnn.cli import apply_runtime_args
 
     assert get_default_cfg().SOLVER.AMP == "auto"
     assert cfg_from_list(["SOLVER.AMP", "False"]).SOLVER.AMP is False
@@ -101,11 +99,11 @@ def test_amp_is_true_false_or_auto(monkeypatch, capsys):
         cfg_from_list(["SOLVER.AMP", "bf16"])
 
     def resolve(cli, cfg_amp, fast, net="VGG16", device="cpu"):
-        monkeypatch.setattr(tools, "cpu_has_bf16_matmul", lambda: fast)
+        monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: fast)
         cfg = get_default_cfg()
         cfg.SOLVER.AMP = cfg_amp
-        tools.apply_runtime_args(argparse.Namespace(amp=cli), cfg)  # --amp / --no-amp
-        dtype = tools.amp_dtype(cfg, device, net)
+        apply_runtime_args(argparse.Namespace(amp=cli), cfg)  # --amp / --no-amp
+        dtype = precision.amp_dtype(cfg, device, net)
         return dtype, capsys.readouterr().out
 
     dtype, out = resolve(None, "auto", True)

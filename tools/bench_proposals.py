@@ -14,7 +14,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, apply_runtime_args, setup_cfg, threads_note
+from frcnn.cli import add_common_args, apply_runtime_args, run_main, setup_cfg, threads_note
 
 
 def main(argv=None):
@@ -112,4 +112,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

@@ -18,7 +18,8 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import ROOT, add_common_args, setup_cfg
+from _init_paths import ROOT
+from frcnn.cli import add_common_args, run_main, setup_cfg
 
 
 def cards_dir():
@@ -122,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

@@ -16,7 +16,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg, threads_note
+from frcnn.cli import add_common_args, setup_cfg, threads_note
 
 
 def parse_args(argv=None):

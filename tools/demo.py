@@ -10,6 +10,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
+from frcnn.cli import run_main
 
 
 def main(argv=None):
@@ -30,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

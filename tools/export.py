@@ -19,7 +19,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args
+from frcnn.cli import add_common_args, run_main
 
 
 def main(argv=None):
@@ -69,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

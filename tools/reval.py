@@ -12,7 +12,7 @@ import argparse
 import os
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg
+from frcnn.cli import add_common_args, setup_cfg
 
 
 def parse_args(argv=None):

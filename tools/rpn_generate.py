@@ -15,8 +15,8 @@ import os
 import pickle
 
 import _init_paths  # noqa: F401
-from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
-                         setup_cfg)
+from frcnn.cli import add_common_args, apply_runtime_args, run_main, setup_cfg
+from frcnn.precision import amp_dtype, autocast_context
 
 
 def main(argv=None):
@@ -56,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(_init_paths.run_main(main))
+    raise SystemExit(run_main(main))

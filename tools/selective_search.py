@@ -17,7 +17,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg
+from frcnn.cli import add_common_args, setup_cfg
 
 
 def main(argv=None):

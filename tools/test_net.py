@@ -14,8 +14,8 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
-                         setup_cfg, threads_note)
+from frcnn.cli import add_common_args, apply_runtime_args, run_main, setup_cfg, threads_note
+from frcnn.precision import amp_dtype, autocast_context
 
 
 def parse_args(argv=None):
@@ -122,4 +122,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

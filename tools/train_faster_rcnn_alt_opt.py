@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
-from _init_paths import (add_common_args, amp_dtype, apply_runtime_args, autocast_context,
-                         setup_cfg, threads_note)
+from frcnn.cli import add_common_args, apply_runtime_args, run_main, setup_cfg, threads_note
+from frcnn.precision import amp_dtype, autocast_context
 
 from frcnn.utils import distributed as du
 
@@ -329,4 +329,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

@@ -18,7 +18,8 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, amp_dtype, apply_runtime_args, setup_cfg, threads_note
+from frcnn.cli import add_common_args, apply_runtime_args, run_main, setup_cfg, threads_note
+from frcnn.precision import amp_dtype
 
 
 def parse_args(argv=None):
@@ -148,4 +149,4 @@ def eval_hook(args, cfg, net, device):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))
