@@ -189,14 +189,14 @@ class Runner:
         -> (list of [P, 4] boxes best first, ms/image)."""
         from frcnn.fast_rcnn.test import imdb_proposals
         from frcnn.models import build_model
-        from train_faster_rcnn_alt_opt import AltOpt
+        from frcnn.recipes.alt_opt import load_parts
 
         c = copy.deepcopy(cfg)
         c.TEST.RPN_PRE_NMS_TOP_N, c.TEST.RPN_POST_NMS_TOP_N, c.TEST.RPN_NMS_THRESH = pre, post, nms
         imdb = self.test_imdb(c)
         model = build_model(self.args.net.upper(), imdb.num_classes, c, parts=("rpn",),
                             pretrained=False)
-        AltOpt.load_parts(model, rpn_path, ["backbone.", "rpn."])
+        load_parts(model, rpn_path, ("backbone", "rpn"))
         if zero_reg:  # "no reg": the proposals are the anchors, ranked by the cls scores
             import torch
 

@@ -45,7 +45,7 @@ def model_proposals(net, path, imdb, cfg, top, out_dir):
     from frcnn.datasets.imdb import cache_key, cached, file_signature
     from frcnn.fast_rcnn.test import imdb_proposals
     from frcnn.models import build_model
-    from train_faster_rcnn_alt_opt import AltOpt, rpn_generate_cfg
+    from frcnn.recipes.alt_opt import load_parts, rpn_generate_cfg
 
     if not os.path.exists(path):
         sys.exit(f"model file {path} not found; fix --model")
@@ -58,7 +58,7 @@ def model_proposals(net, path, imdb, cfg, top, out_dir):
 
     def build():
         model = build_model(net.upper(), imdb.num_classes, gcfg, parts=("rpn",), pretrained=False)
-        AltOpt.load_parts(model, path, ["backbone.", "rpn."])
+        load_parts(model, path, ("backbone", "rpn"))
         model.to(gcfg.DEVICE).eval()
         return imdb_proposals(model, imdb, gcfg)
 

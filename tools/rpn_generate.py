@@ -34,13 +34,13 @@ def main(argv=None):
     from frcnn.fast_rcnn.test import imdb_proposals
     from frcnn.models import build_model
     from frcnn.utils import distributed as du
-    from train_faster_rcnn_alt_opt import AltOpt, rpn_generate_cfg
+    from frcnn.recipes.alt_opt import load_parts, rpn_generate_cfg
 
     du.setup_for_tool(cfg)
     cfg = rpn_generate_cfg(cfg)
     imdb = get_imdb(args.imdb, cfg)
     model = build_model(args.net.upper(), imdb.num_classes, cfg, parts=("rpn",), pretrained=False)
-    AltOpt.load_parts(model, args.model, ["backbone.", "rpn."])
+    load_parts(model, args.model, ("backbone", "rpn"))
     model.to(cfg.DEVICE).eval()
     with autocast_context(cfg.DEVICE, amp_dtype(cfg, cfg.DEVICE, args.net)):
         boxes = imdb_proposals(model, imdb, cfg)
