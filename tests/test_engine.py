@@ -112,6 +112,92 @@ def test_trainer_runs_hooks_and_periodic_eval():
     assert len(trainer.window) == 0  # windows are flushed at 4, 8 and the end
 
 
+class _FailAt(HookBase):
+    def __init__(self, k):
+        self.k = k
+
+    def after_step(self):
+        if self.trainer.iter == self.k:
+            raise RuntimeError(f"step {self.k} failed")
+
+
+def test_after_train_runs_when_a_step_raises_and_no_final_file_is_written(tmp_path):
+    from frcnn.engine import Checkpointer, Snapshot
+
+    torch.manual_seed(0)
+    model = ToyDetector()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainer = Trainer(model, opt, iter(toy_loader(3)(0)), window=4)
+    ckpt = Checkpointer(str(tmp_path), "toy", model, opt, {"seed": 0})
+    count = _Count()
+    trainer.register_hooks([count, Snapshot(ckpt, 2), _FailAt(3)])
+    with pytest.raises(RuntimeError, match="step 3 failed"):
+        trainer.train(0, 10)
+    assert count.calls == ["before_train", 1, 2, 3, "after_train"]
+    assert os.path.exists(tmp_path / "toy_iter_2.pth")   # the work done so far is kept
+    assert not os.path.exists(ckpt.final_file)           # but it is not a finished model
+    trainer.hooks.pop()  # the same trainer, no failure: the final file is written
+    trainer.train(3, 4)
+    assert count.calls[-2:] == [4, "after_train"] and os.path.exists(ckpt.final_file)
+
+
+def test_hook_error_in_after_train_does_not_hide_the_step_error(capsys):
+    class BadAfter(HookBase):
+        def after_train(self):
+            raise ValueError("cleanup failed")
+
+    model = ToyDetector()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01),
+                      iter(toy_loader(3)(0)), window=4)
+    trainer.register_hooks([BadAfter(), _FailAt(1)])
+    with pytest.raises(RuntimeError, match="step 1 failed"):
+        trainer.train(0, 3)
+    assert "BadAfter.after_train failed" in capsys.readouterr().err
+
+
+def test_hooks_hold_a_weak_reference_to_the_trainer():
+    import gc
+    import weakref
+
+    model = ToyDetector()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01),
+                      iter(toy_loader(3)(0)), window=4)
+    hook = _Count()
+    trainer.register_hooks([hook])
+    assert hook.trainer is trainer
+    ref = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert ref() is None and hook.trainer is None
+
+
+def test_hook_state_is_snapshotted_and_resumed(tmp_path):
+    """PeriodicEval's history survives an interrupted run: snapshot at 4, resume to 8."""
+    cfg = _cfg()
+    cfg.TRAIN.SNAPSHOT_ITERS = 4
+
+    def run(stop_at=None):
+        torch.manual_seed(0)
+        ev = PeriodicEval(2, lambda m: {"it": float(len(ev.history))}, "toy")
+        from frcnn.engine.checkpoint import roidb_signature
+        from frcnn.fast_rcnn import train as T
+
+        solver = T.SolverParams.from_cfg(cfg, 8, 7)
+        extra = [_FailAt(stop_at)] if stop_at else []
+        try:
+            T.train_model(ToyDetector(), toy_loader(3), solver, str(tmp_path), "toy",
+                          ims_per_batch=2, seed=3, data_signature=roidb_signature([]),
+                          device="cpu", hooks=[ev] + extra, log_dir=None, progress=False)
+        except RuntimeError:
+            pass
+        return ev.history
+
+    assert [h[0] for h in run(stop_at=5)] == [2, 4]
+    resumed = run()
+    assert [h[0] for h in resumed] == [2, 4, 6, 8]  # 2 and 4 from the snapshot of iteration 4
+    assert [h[1]["it"] for h in resumed] == [0.0, 1.0, 2.0, 3.0]
+
+
 # --- test time --------------------------------------------------------------------------------
 class _StubDetector(torch.nn.Module):
     """Returns fixed RoIs (scaled image coords), class probabilities and deltas."""

@@ -10,12 +10,13 @@ class Interrupted(Exception):
 
 
 class StopAt(HookBase):
-    """Raise Interrupted after iteration `k` (after its snapshot, if one is due)."""
+    """Raise Interrupted after iteration `k` and all its hooks (its snapshot, if one is due):
+    before step k + 1 starts."""
 
     def __init__(self, k):
         self.k = k
 
-    def after_step(self):
+    def before_step(self):
         if self.trainer.iter == self.k:
             raise Interrupted(self.k)
 

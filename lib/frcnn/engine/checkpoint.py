@@ -117,6 +117,7 @@ class Checkpointer:
         self.final_prefix = final_prefix or prefix
         self.model, self.optimizer, self.grad_scaler = model, optimizer, grad_scaler
         self.signature = signature
+        self.trainer_state = None  # the resumed snapshot's Trainer.state_dict() (hook states)
         os.makedirs(output_dir, exist_ok=True)
 
     @property
@@ -136,6 +137,7 @@ class Checkpointer:
             self.grad_scaler.load_state_dict(state["scaler"])
         rngs = state["rng_per_rank"]
         set_rng_states(rngs[du.get_rank()])
+        self.trainer_state = state.get("trainer")
         if du.get_rank() == 0:
             print(f"[{self.prefix}] resumed from {snap} at iteration {state['iteration']}")
         return int(state["iteration"])
@@ -163,6 +165,7 @@ class Checkpointer:
                          "optimizer": self.optimizer.state_dict(),
                          "scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
                          "rng_per_rank": rngs, "signature": self.signature,
+                         "trainer": trainer.state_dict(),
                          "data": {"next_batch": it * trainer.iter_size}},
                         snapshot_path(self.output_dir, self.prefix, it))
         du.barrier()

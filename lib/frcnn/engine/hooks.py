@@ -134,7 +134,8 @@ class MetricsPrinter(HookBase):
         if du.get_rank() == 0:
             elapsed = time.perf_counter() - self.t_start
             done = max(t.iter - t.start_iter, 1)
-            print(f"[{self.prefix}] done: {t.iter - t.start_iter} iters in {elapsed:.1f} s "
+            print(f"[{self.prefix}] {'done' if t.finished else f'stopped at iteration {t.iter}'}: "
+                  f"{t.iter - t.start_iter} iters in {elapsed:.1f} s "
                   f"({elapsed / done:.3f} s/iter)")
 
 
@@ -186,7 +187,8 @@ class Snapshot(HookBase):
             self.ckpt.save(t)
 
     def after_train(self):
-        self.ckpt.save_final(self.trainer, self.final_extra)
+        if self.trainer.finished:  # a failed run leaves its snapshots, never a final file
+            self.ckpt.save_final(self.trainer, self.final_extra)
 
 
 class PeriodicEval(HookBase):
@@ -196,6 +198,12 @@ class PeriodicEval(HookBase):
     def __init__(self, period, eval_fn, prefix):
         self.period, self.eval_fn, self.prefix = int(period), eval_fn, prefix
         self.history = []
+
+    def state_dict(self):
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state):
+        self.history = list(state.get("history", []))
 
     def _run(self):
         t = self.trainer

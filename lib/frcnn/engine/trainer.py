@@ -6,6 +6,8 @@ steps). Losses stay on the device as 0-dim tensors; hooks turn the recent window
 once per window (`window_floats`), so a step costs no host sync.
 """
 import contextlib
+import sys
+import weakref
 
 import torch
 
@@ -15,10 +17,29 @@ from frcnn.utils import distributed as du
 class HookBase:
     """Override any of before_train / before_step / after_step / after_train.
 
-    `self.trainer` is set when the hook is registered.
+    `self.trainer` is set when the hook is registered; the hook keeps only a weak reference
+    (the trainer holds its hooks, so a strong one would be a cycle that keeps the model, the
+    optimizer and the data loader alive after training). after_train runs even when a step
+    raised: a hook that must act only on a finished run checks `trainer.finished`.
+    A hook with state worth resuming overrides state_dict / load_state_dict (it goes into the
+    snapshots).
     """
 
-    trainer = None
+    _trainer_ref = None
+
+    @property
+    def trainer(self):
+        return None if self._trainer_ref is None else self._trainer_ref()
+
+    @trainer.setter
+    def trainer(self, trainer):
+        self._trainer_ref = None if trainer is None else weakref.ref(trainer)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 
     def before_train(self):
         pass
@@ -81,24 +102,52 @@ class Trainer:
             h.trainer = self
             self.hooks.append(h)
 
+    def state_dict(self):
+        """The hooks' states, in registration order (snapshots keep it; `load_state_dict`)."""
+        return {"hooks": [(type(h).__name__, h.state_dict()) for h in self.hooks]}
+
+    def load_state_dict(self, state):
+        for h, (name, hook_state) in zip(self.hooks, state.get("hooks", [])):
+            if type(h).__name__ == name:
+                h.load_state_dict(hook_state)
+
+    @property
+    def finished(self):
+        return self.iter >= self.max_iter
+
     # -- the loop -------------------------------------------------------------------------
     def train(self, start_iter, max_iter):
         self.iter = self.start_iter = int(start_iter)
         self.max_iter = int(max_iter)
         self.model.train()
-        for h in self.hooks:
-            h.before_train()
-        while self.iter < self.max_iter:
+        try:
             for h in self.hooks:
-                h.before_step()
-            self.run_step()
-            self.iter += 1
-            for h in self.hooks:
-                h.after_step()
-            if self.window_ends():
-                self.window, self._floats = [], None
+                h.before_train()
+            while self.iter < self.max_iter:
+                for h in self.hooks:
+                    h.before_step()
+                self.run_step()
+                self.iter += 1
+                for h in self.hooks:
+                    h.after_step()
+                if self.window_ends():
+                    self.window, self._floats = [], None
+        except BaseException:
+            self._after_train(failing=True)
+            raise
+        self._after_train(failing=False)
+
+    def _after_train(self, failing):
+        """Every hook's after_train; when a step failed, an after_train error is printed and
+        the step's error is the one raised."""
         for h in self.hooks:
-            h.after_train()
+            try:
+                h.after_train()
+            except Exception as e:  # noqa: BLE001 - keep the original error
+                if not failing:
+                    raise
+                print(f"warning: {type(h).__name__}.after_train failed after the error below: "
+                      f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
     def window_ends(self):
         return self.iter % self.window_size == 0 or self.iter == self.max_iter

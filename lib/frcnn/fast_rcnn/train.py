@@ -179,7 +179,7 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
       `<prefix>_final.pth` exists already it is returned untouched.
     amp: None, torch.float16 (CUDA, with a GradScaler) or torch.bfloat16 (autocast, no scaler).
     extra: dict stored in the final file (net name, classes, bbox means/stds, ...).
-    hooks: more engine hooks (e.g. PeriodicEval), run after the standard ones.
+    hooks: more engine hooks (e.g. PeriodicEval), run after the standard ones, before Snapshot.
     find_unused_parameters: DistributedDataParallel's (DIST.FIND_UNUSED_PARAMETERS).
     """
     rank, world = du.get_rank(), du.get_world_size()
@@ -228,9 +228,12 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
                     solver.warmup_factor)
     finite = FiniteLossCheck(prefix)
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
+    # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
     trainer.register_hooks([lr, finite, FirstStepGradCheck(prefix),
-                            MetricsPrinter(prefix, lr, progress), TensorBoard(tb_dir, prefix, lr),
-                            Snapshot(ckpt, solver.snapshot_iters, finite, extra)] + list(hooks))
+                            MetricsPrinter(prefix, lr, progress), TensorBoard(tb_dir, prefix, lr)]
+                           + list(hooks) + [Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
+    if ckpt.trainer_state is not None:
+        trainer.load_state_dict(ckpt.trainer_state)
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
