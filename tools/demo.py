@@ -7,15 +7,16 @@ is `tools/detect.py ... --vis demo_out/ --out demo_out/detections.json` (see det
 other options: --thresh, --net, --imdb, --cfg, --set).
 """
 import os
+import subprocess
 import sys
 
 import _init_paths  # noqa: F401
 from frcnn.cli import run_main
 
+DETECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "detect.py")
+
 
 def main(argv=None):
-    import detect
-
     argv = list(sys.argv[1:] if argv is None else argv)
     out = "demo_out"
     for i, a in enumerate(argv):
@@ -27,7 +28,9 @@ def main(argv=None):
             out = a[len("--out="):]
             del argv[i]
             break
-    return detect.main(argv + ["--vis", out, "--out", os.path.join(out, "detections.json")])
+    # run as its own command (tools import no other tool): its exit status is ours
+    return subprocess.call([sys.executable, DETECT] + argv
+                           + ["--vis", out, "--out", os.path.join(out, "detections.json")])
 
 
 if __name__ == "__main__":

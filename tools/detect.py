@@ -17,27 +17,8 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
+from frcnn.api import list_images
 from frcnn.cli import add_common_args, run_main
-
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def list_images(inputs):
-    from frcnn.errors import DataError
-
-    out = []
-    for p in inputs:
-        if os.path.isdir(p):
-            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXT))
-        elif os.path.isfile(p):
-            out.append(p)
-        else:
-            raise DataError(f"{p}: no such image or folder; give image files or folders")
-    if not out:
-        raise DataError(f"{', '.join(inputs)}: no images ({', '.join(IMAGE_EXT)}) found; give "
-                        "image files or folders holding them")
-    return out
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Faster R-CNN detection: images -> COCO-style JSON "

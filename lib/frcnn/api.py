@@ -101,6 +101,25 @@ def model_cfg(model_path, cfg_file=None, set_cfgs=None, device=None):
     return cfg
 
 
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_images(inputs):
+    """Image files and folders (every .jpg/.jpeg/.png/.bmp in them, sorted) -> paths."""
+    out = []
+    for p in inputs:
+        if os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXT))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such image or folder; give image files or folders")
+    if not out:
+        raise DataError(f"{', '.join(inputs)}: no images ({', '.join(IMAGE_EXT)}) found; give "
+                        "image files or folders holding them")
+    return out
+
+
 def read_any_image(image):
     """A path or an array -> BGR uint8 [H, W, 3] (gray [H, W] and BGRA [H, W, 4] converted)."""
     import cv2
