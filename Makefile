@@ -1,5 +1,6 @@
 # make            install missing requirements (never replaces torch), build the ops in place
-# make test       run the tests          make bench        time the ops (tools/bench_ops.py)
+# make test       build what the tests need (ops; the CUDA emulator when the toolkit's headers are
+#                 there), run the tests     make bench        time the ops (tools/bench_ops.py)
 # make cuda-check compile every .cu with nvcc alone (no GPU or CUDA torch needed)
 # make cuda-emu   build frcnn._C_cuda_emu: the .cu kernels run on the CPU by csrc/emu (no GPU)
 # make cuda-emu-sanitize  the emulated kernels under ASan and TSan, plus negative controls
@@ -20,7 +21,11 @@ deps:
 build:
 	$(PYTHON) setup.py build_ext --inplace
 
-test:
+# The emulated CUDA kernel tests need frcnn._C_cuda_emu: rebuilt when a kernel or the emulator
+# changed, when the toolkit's headers are there; else one line says why those tests skip.
+test: build
+	@if [ -n "$(CUDA_INC)" ]; then $(MAKE) --no-print-directory $(EMU_SO); else \
+	  echo "make test: no CUDA toolkit headers (cuda_fp16.h; set CUDA_HOME): the emulated CUDA kernel tests skip"; fi
 	$(PYTHON) -m pytest -q tests
 
 bench:
@@ -69,8 +74,14 @@ EMU_DRIVER_SRC := csrc/emu/cuda_emu.cpp csrc/emu/emu_driver.cpp
 # gcc's TSan needs the classic address-space layout (newer kernels randomise more bits).
 NOASLR := $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 
+EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+EMU_SO := lib/frcnn/_C_cuda_emu$(EXT_SUFFIX)
+
 cuda-emu:
 	@test -n "$(CUDA_INC)" || { echo "cuda-emu: no CUDA toolkit headers (set CUDA_HOME)"; exit 1; }
+	CUDA_HOME=$(abspath $(CUDA_INC)/..) $(PYTHON) csrc/emu/build_emu.py
+
+$(EMU_SO): $(EMU_CU) $(wildcard csrc/emu/*.h csrc/emu/*.cpp csrc/emu/*.py csrc/cuda/*.h csrc/cuda/*.cpp)
 	CUDA_HOME=$(abspath $(CUDA_INC)/..) $(PYTHON) csrc/emu/build_emu.py
 
 # build/emu/driver-<variant>: asan, tsan, tsan-nobarrier (a __syncthreads removed).
