@@ -219,133 +219,130 @@ def table(title, head, rows):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def table2(R, cfg, alt, results):
+    """Table 2: proposals for Fast R-CNN (SS, shared / unshared RPN, no NMS / cls / reg)."""
     import numpy as np
 
-    args = parse_args(argv)
-    fams = set(args.families.split(","))
-    R = Runner(args)
-    t0 = time.perf_counter()
-    cfg = R.cfg_alt
-    results = {}
-    sections = []
+    from frcnn.roi_data.roidb import load_proposals
 
-    alt = R.alt_opt() if fams & {"t2", "joint"} else None
-    if "t2" in fams:
-        ss = R.selective_search()
-        f_ss = R.ss_fast_rcnn(ss)
-        from frcnn.roi_data.roidb import load_proposals
+    ss = R.selective_search()
+    f_ss = R.ss_fast_rcnn(ss)
+    imdb = R.test_imdb(cfg)
+    ss_test = load_proposals(ss["test"], imdb.num_images, cfg.PROPOSAL_MIN_SIZE, imdb=imdb)
+    fcfg = copy.deepcopy(cfg)
+    fcfg.TEST.HAS_RPN = False
+    det_ss = R.load(f_ss, fcfg, ("head",))
+    rows = []
 
-        imdb = R.test_imdb(cfg)
-        ss_test = load_proposals(ss["test"], imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
-                                 imdb=imdb)
-        fcfg = copy.deepcopy(cfg)
-        fcfg.TEST.HAS_RPN = False
-        det_ss = R.load(f_ss, fcfg, ("head",))
-        rows = []
+    def row(key, train, test, model, c, props=None, prop_ms=None):
+        mAP, n, ms = R.evaluate(key, model, c, props)
+        results[key] = {"mAP": mAP, "proposals": n, "ms": ms, "proposal_ms": prop_ms}
+        rows.append((train, test, f"{n:.0f}", f"{100 * mAP:.1f}", PAPER_T2.get(key, "-"),
+                     fmt(ms) + (f" (+{prop_ms:.1f} proposals)" if prop_ms else "")))
 
-        def row(key, train, test, model, c, props=None, prop_ms=None):
-            mAP, n, ms = R.evaluate(key, model, c, props)
-            results[key] = {"mAP": mAP, "proposals": n, "ms": ms, "proposal_ms": prop_ms}
-            rows.append((train, test, f"{n:.0f}", f"{100 * mAP:.1f}", PAPER_T2.get(key, "-"),
-                         fmt(ms) + (f" (+{prop_ms:.1f} proposals)" if prop_ms else "")))
+    row("ss", "SS", "SS", det_ss, fcfg, [b[:2000] for b in ss_test])
+    shared_cfg = copy.deepcopy(cfg)
+    shared_cfg.TEST.RPN_POST_NMS_TOP_N = 300
+    row("shared", "RPN, shared", "RPN, shared", R.load(alt["final"], shared_cfg,
+                                                          ("rpn", "head")), shared_cfg)
+    props, pms = R.rpn_proposals(alt["rpn1"], cfg, cfg.TEST.RPN_PRE_NMS_TOP_N, 2000, 0.7)
+    row("unshared", "RPN, unshared", "RPN, unshared", R.load(alt["frcn1"], fcfg, ("head",)),
+        fcfg, [b[:300] for b in props], pms)
+    for n in (100, 300, 1000):
+        row(f"rpn{n}", "SS", "RPN (unshared)", det_ss, fcfg, [b[:n] for b in props], pms)
+    nonms, pms2 = R.rpn_proposals(alt["rpn1"], cfg, 6000, 6000, 1.0)
+    row("nonms", "SS", "RPN, no NMS", det_ss, fcfg, nonms, pms2)
+    # no cls: every decoded box (no ranking, no NMS), N drawn at random (seeded)
+    allb, pms3 = R.rpn_proposals(alt["rpn1"], cfg, -1, -1, 1.0)
+    rng = np.random.default_rng(0)
+    for n in (100, 300, 1000):
+        pick = [b[np.sort(rng.permutation(len(b))[:n])] for b in allb]
+        row(f"nocls{n}", "SS", "RPN, no cls (random N)", det_ss, fcfg, pick, pms3)
+    noreg, pms4 = R.rpn_proposals(alt["rpn1"], cfg, cfg.TEST.RPN_PRE_NMS_TOP_N, 1000, 0.7,
+                                  zero_reg=True)
+    for n in (300, 1000):
+        row(f"noreg{n}", "SS", "RPN, no reg (anchors)", det_ss, fcfg, [b[:n] for b in noreg], pms4)
+    return table(
+        "Table 2: proposals for Fast R-CNN (paper: ZF, VOC07 trainval -> test)",
+        ["train-time proposals", "test-time proposals", "proposals/image", "mAP (ours)",
+         "mAP (paper)", "ms/image (detection)"], rows) + (
+        "\nRows 'SS' train use the Fast R-CNN trained on Selective Search boxes with the "
+        "proposals of the unshared stage-1 RPN at test time, as the paper. 'no NMS': RPN NMS "
+        "off, top 6000. 'no cls': all decoded RPN boxes, N drawn at random (no ranking). "
+        "'no reg': the anchors (RPN regression zeroed), ranked by cls, NMS 0.7. ms/image: "
+        "im_detect only; (+x) = RPN proposal generation per image.\n")
 
-        row("ss", "SS", "SS", det_ss, fcfg, [b[:2000] for b in ss_test])
-        shared_cfg = copy.deepcopy(cfg)
-        shared_cfg.TEST.RPN_POST_NMS_TOP_N = 300
-        row("shared", "RPN, shared", "RPN, shared", R.load(alt["final"], shared_cfg,
-                                                              ("rpn", "head")), shared_cfg)
-        props, pms = R.rpn_proposals(alt["rpn1"], cfg, cfg.TEST.RPN_PRE_NMS_TOP_N, 2000, 0.7)
-        row("unshared", "RPN, unshared", "RPN, unshared", R.load(alt["frcn1"], fcfg, ("head",)),
-            fcfg, [b[:300] for b in props], pms)
-        for n in (100, 300, 1000):
-            row(f"rpn{n}", "SS", "RPN (unshared)", det_ss, fcfg, [b[:n] for b in props], pms)
-        nonms, pms2 = R.rpn_proposals(alt["rpn1"], cfg, 6000, 6000, 1.0)
-        row("nonms", "SS", "RPN, no NMS", det_ss, fcfg, nonms, pms2)
-        # no cls: every decoded box (no ranking, no NMS), N drawn at random (seeded)
-        allb, pms3 = R.rpn_proposals(alt["rpn1"], cfg, -1, -1, 1.0)
-        rng = np.random.default_rng(0)
-        for n in (100, 300, 1000):
-            pick = [b[np.sort(rng.permutation(len(b))[:n])] for b in allb]
-            row(f"nocls{n}", "SS", "RPN, no cls (random N)", det_ss, fcfg, pick, pms3)
-        noreg, pms4 = R.rpn_proposals(alt["rpn1"], cfg, cfg.TEST.RPN_PRE_NMS_TOP_N, 1000, 0.7,
-                                      zero_reg=True)
-        for n in (300, 1000):
-            row(f"noreg{n}", "SS", "RPN, no reg (anchors)", det_ss, fcfg, [b[:n] for b in noreg],
-                pms4)
-        sections.append(table(
-            "Table 2: proposals for Fast R-CNN (paper: ZF, VOC07 trainval -> test)",
-            ["train-time proposals", "test-time proposals", "proposals/image", "mAP (ours)",
-             "mAP (paper)", "ms/image (detection)"], rows) +
-            "\nRows 'SS' train use the Fast R-CNN trained on Selective Search boxes with the "
-            "proposals of the unshared stage-1 RPN at test time, as the paper. 'no NMS': RPN NMS "
-            "off, top 6000. 'no cls': all decoded RPN boxes, N drawn at random (no ranking). "
-            "'no reg': the anchors (RPN regression zeroed), ranked by cls, NMS 0.7. ms/image: "
-            "im_detect only; (+x) = RPN proposal generation per image.\n")
 
-    e2e = {}
-    if fams & {"t8", "t9", "joint"}:
-        e2e["default"] = R.end2end("default", [])
+def table8(R, args, e2e, results):
+    """Table 8: anchor scales x ratios (end2end)."""
     e2e_cfg = R.cfg_e2e
     scales = tuple(e2e_cfg.ANCHOR_SCALES)
     mid = (scales[len(scales) // 2],)
-    if "t8" in fams:
-        settings = [("1x1", mid, (1.0,)), ("1x3", mid, (0.5, 1.0, 2.0)), ("3x1", scales, (1.0,)),
-                    ("3x3", scales, tuple(e2e_cfg.ANCHOR_RATIOS))]
-        rows = []
-        for key, sc, ra in settings:
-            extra = ["ANCHOR_SCALES", str(tuple(sc)), "ANCHOR_RATIOS", str(tuple(ra))]
-            path = e2e["default"] if key == "3x3" else R.end2end(f"anchors_{key}", extra)
-            c = R.make_cfg(args.cfg_e2e, extra)
-            mAP, n, ms = R.evaluate(f"anchors {key}", R.load(path, c, ("rpn", "head")), c)
-            results[f"anchors_{key}"] = {"mAP": mAP, "ms": ms}
-            px = [f"{16 * s}²" for s in sc]
-            rows.append((key, ", ".join(px), ", ".join(f"{r:g}" for r in ra), f"{100 * mAP:.1f}",
-                         PAPER_T8[key], fmt(ms)))
-        sections.append(table(
-            "Table 8: anchors (end2end training; paper: VGG16, 07 trainval)",
-            ["setting", "scales (px)", "ratios", "mAP (ours)", "mAP (paper)", "ms/image"], rows) +
-            f"\n'1 scale' is the middle one of ANCHOR_SCALES {list(scales)} (x16 px); the paper's "
-            "1-scale rows use 128² or 256².\n")
-    if "t9" in fams:
-        rows = []
-        for lam in LAMBDAS:
-            w = lambda_to_weight(lam)
-            extra = ["TRAIN.RPN_BBOX_LOSS_WEIGHT", str(w)]
-            path = (e2e["default"] if lam == DEFAULT_LAMBDA
-                    else R.end2end(f"lambda_{lam:g}", extra))
-            c = R.make_cfg(args.cfg_e2e)
-            mAP, n, ms = R.evaluate(f"lambda {lam:g}", R.load(path, c, ("rpn", "head")), c)
-            results[f"lambda_{lam:g}"] = {"mAP": mAP}
-            rows.append((f"{lam:g}", f"{w:g}", f"{100 * mAP:.1f}", PAPER_T9[lam]))
-        sections.append(table(
-            "Table 9: lambda of the RPN loss (end2end training; paper: VGG16)",
-            ["paper lambda", "RPN_BBOX_LOSS_WEIGHT", "mAP (ours)", "mAP (paper)"], rows) +
-            "\nThe paper divides the cls term by the mini-batch (256) and the reg term by the "
-            "number of anchor locations (~2400) with lambda 10: 10/2400 per positive anchor. "
-            "py-faster-rcnn divides both by the sampled count (256): 1/256, so its default is "
-            "the paper's lambda ~10 (2400/256 = 9.4), and lambda maps to "
-            "TRAIN.RPN_BBOX_LOSS_WEIGHT = lambda/10.\n")
-    if "joint" in fams:
-        c = R.make_cfg(args.cfg_e2e)
-        if "anchors_3x3" in results:
-            m_e2e = results["anchors_3x3"]["mAP"]
-        else:
-            m_e2e, _, _ = R.evaluate("end2end default", R.load(e2e["default"], c, ("rpn", "head")), c)
-        if "shared" in results:
-            m_alt = results["shared"]["mAP"]
-        else:
-            m_alt, _, _ = R.evaluate("alt-opt", R.load(alt["final"], cfg, ("rpn", "head")), cfg)
-        rows = [("4-step alternating", f"{100 * m_alt:.1f}", fmt(R.train_s.get("alt-opt"), 0),
-                 "69.9 (VGG16)"),
-                ("approximate joint (end2end)", f"{100 * m_e2e:.1f}",
-                 fmt(R.train_s.get("end2end default"), 0),
-                 "close to alt-opt, 25-50% less training time (paper §3.2)")]
-        sections.append(table("Alternating vs approximate joint training",
-                              ["training", "mAP (ours)", "train s (this run)", "paper"], rows) +
-                        "\nTrain seconds are those of this run (a rerun that found the model "
-                        "done shows only the time to check it).\n")
+    settings = [("1x1", mid, (1.0,)), ("1x3", mid, (0.5, 1.0, 2.0)), ("3x1", scales, (1.0,)),
+                ("3x3", scales, tuple(e2e_cfg.ANCHOR_RATIOS))]
+    rows = []
+    for key, sc, ra in settings:
+        extra = ["ANCHOR_SCALES", str(tuple(sc)), "ANCHOR_RATIOS", str(tuple(ra))]
+        path = e2e["default"] if key == "3x3" else R.end2end(f"anchors_{key}", extra)
+        c = R.make_cfg(args.cfg_e2e, extra)
+        mAP, n, ms = R.evaluate(f"anchors {key}", R.load(path, c, ("rpn", "head")), c)
+        results[f"anchors_{key}"] = {"mAP": mAP, "ms": ms}
+        px = [f"{16 * s}²" for s in sc]
+        rows.append((key, ", ".join(px), ", ".join(f"{r:g}" for r in ra), f"{100 * mAP:.1f}",
+                     PAPER_T8[key], fmt(ms)))
+    return table(
+        "Table 8: anchors (end2end training; paper: VGG16, 07 trainval)",
+        ["setting", "scales (px)", "ratios", "mAP (ours)", "mAP (paper)", "ms/image"], rows) + (
+        f"\n'1 scale' is the middle one of ANCHOR_SCALES {list(scales)} (x16 px); the paper's "
+        "1-scale rows use 128² or 256².\n")
 
+
+def table9(R, args, e2e, results):
+    """Table 9: lambda of the RPN box loss (end2end)."""
+    rows = []
+    for lam in LAMBDAS:
+        w = lambda_to_weight(lam)
+        extra = ["TRAIN.RPN_BBOX_LOSS_WEIGHT", str(w)]
+        path = (e2e["default"] if lam == DEFAULT_LAMBDA
+                else R.end2end(f"lambda_{lam:g}", extra))
+        c = R.make_cfg(args.cfg_e2e)
+        mAP, n, ms = R.evaluate(f"lambda {lam:g}", R.load(path, c, ("rpn", "head")), c)
+        results[f"lambda_{lam:g}"] = {"mAP": mAP}
+        rows.append((f"{lam:g}", f"{w:g}", f"{100 * mAP:.1f}", PAPER_T9[lam]))
+    return table(
+        "Table 9: lambda of the RPN loss (end2end training; paper: VGG16)",
+        ["paper lambda", "RPN_BBOX_LOSS_WEIGHT", "mAP (ours)", "mAP (paper)"], rows) + (
+        "\nThe paper divides the cls term by the mini-batch (256) and the reg term by the "
+        "number of anchor locations (~2400) with lambda 10: 10/2400 per positive anchor. "
+        "py-faster-rcnn divides both by the sampled count (256): 1/256, so its default is "
+        "the paper's lambda ~10 (2400/256 = 9.4), and lambda maps to "
+        "TRAIN.RPN_BBOX_LOSS_WEIGHT = lambda/10.\n")
+
+
+def joint_table(R, args, cfg, alt, e2e, results):
+    """Alternating vs approximate joint training: mAP and training seconds."""
+    c = R.make_cfg(args.cfg_e2e)
+    if "anchors_3x3" in results:
+        m_e2e = results["anchors_3x3"]["mAP"]
+    else:
+        m_e2e, _, _ = R.evaluate("end2end default", R.load(e2e["default"], c, ("rpn", "head")), c)
+    if "shared" in results:
+        m_alt = results["shared"]["mAP"]
+    else:
+        m_alt, _, _ = R.evaluate("alt-opt", R.load(alt["final"], cfg, ("rpn", "head")), cfg)
+    rows = [("4-step alternating", f"{100 * m_alt:.1f}", fmt(R.train_s.get("alt-opt"), 0),
+             "69.9 (VGG16)"),
+            ("approximate joint (end2end)", f"{100 * m_e2e:.1f}",
+             fmt(R.train_s.get("end2end default"), 0),
+             "close to alt-opt, 25-50% less training time (paper §3.2)")]
+    return table("Alternating vs approximate joint training",
+                 ["training", "mAP (ours)", "train s (this run)", "paper"], rows) + (
+        "\nTrain seconds are those of this run (a rerun that found the model "
+        "done shows only the time to check it).\n")
+
+
+def write_report(args, R, sections, results, t0):
+    """ablations.md (header + the tables) and ablations.json into the output root; -> path."""
     import torch
 
     head = (f"# Ablations: {args.net} on {args.dataset}{' (--quick)' if args.quick else ''}\n\n"
@@ -366,6 +363,27 @@ def main(argv=None):
     print(md)
     print(f"wrote {path}")
     return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    fams = set(args.families.split(","))
+    R = Runner(args)
+    t0 = time.perf_counter()
+    cfg = R.cfg_alt
+    results, sections, e2e = {}, [], {}
+    alt = R.alt_opt() if fams & {"t2", "joint"} else None
+    if "t2" in fams:
+        sections.append(table2(R, cfg, alt, results))
+    if fams & {"t8", "t9", "joint"}:
+        e2e["default"] = R.end2end("default", [])
+    if "t8" in fams:
+        sections.append(table8(R, args, e2e, results))
+    if "t9" in fams:
+        sections.append(table9(R, args, e2e, results))
+    if "joint" in fams:
+        sections.append(joint_table(R, args, cfg, alt, e2e, results))
+    return write_report(args, R, sections, results, t0)
 
 
 if __name__ == "__main__":
