@@ -213,30 +213,41 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     data = iter(loader_fn(start_iter * iter_size))
 
     if rank == 0:
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        warm = (f", warm-up from x{solver.warmup_factor:g} over {solver.warmup_iters}"
-                if solver.warmup_iters else "")
-        print(f"[{prefix}] {solver.max_iters} iters (lr {base_lr:g}, x{solver.gamma:g} every "
-              f"{solver.stepsize}{warm}), {ims_per_batch} img/batch x {iter_size}"
-              + (f" x {world} processes ({solver.lr_scaling})" if world > 1 else "")
-              + f", {n_train} trainable params, {len(frozen_names)} frozen tensors, "
-              f"device {device}" + (f", amp {str(amp).replace('torch.', '')}" if amp else ""))
+        print(f"[{prefix}] " + _run_summary(model, solver, ims_per_batch, iter_size, world,
+                                            len(frozen_names), device, amp))
     trainer = Trainer(model, optimizer, data, iter_size=iter_size, generators=generators,
                       autocast=None if amp is None else (device.type, amp), grad_scaler=scaler,
                       ddp_model=None if ddp is model else ddp, window=solver.display)
-    lr = LRSchedule(base_lr, solver.gamma, solver.stepsize, solver.warmup_iters,
-                    solver.warmup_factor)
-    finite = FiniteLossCheck(prefix)
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
-    # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
-    trainer.register_hooks([lr, finite, FirstStepGradCheck(prefix),
-                            MetricsPrinter(prefix, lr, progress), TensorBoard(tb_dir, prefix, lr)]
-                           + list(hooks) + [Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
+    trainer.register_hooks(_hooks(prefix, solver, ckpt, extra, tb_dir, progress, hooks))
     if ckpt.trainer_state is not None:
         trainer.load_state_dict(ckpt.trainer_state)
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
+
+
+def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more):
+    """The standard hooks around the caller's (`more`), in their order."""
+    lr = LRSchedule(solver.base_lr, solver.gamma, solver.stepsize, solver.warmup_iters,
+                    solver.warmup_factor)
+    finite = FiniteLossCheck(prefix)
+    # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
+    return ([lr, finite, FirstStepGradCheck(prefix), MetricsPrinter(prefix, lr, progress),
+             TensorBoard(tb_dir, prefix, lr)] + list(more)
+            + [Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
+
+
+def _run_summary(model, solver, ims_per_batch, iter_size, world, n_frozen, device, amp):
+    """The one line train_model prints before training: schedule, batch, parameters, device."""
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    warm = (f", warm-up from x{solver.warmup_factor:g} over {solver.warmup_iters}"
+            if solver.warmup_iters else "")
+    return (f"{solver.max_iters} iters (lr {solver.base_lr:g}, x{solver.gamma:g} every "
+            f"{solver.stepsize}{warm}), {ims_per_batch} img/batch x {iter_size}"
+            + (f" x {world} processes ({solver.lr_scaling})" if world > 1 else "")
+            + f", {n_train} trainable params, {n_frozen} frozen tensors, "
+            f"device {device}" + (f", amp {str(amp).replace('torch.', '')}" if amp else ""))
 
 
 def load_weights(path):

@@ -123,15 +123,22 @@ def anchor_target(anchors, gt_boxes, im_info, params=AnchorTargetParams(), gener
     bg = subsample(bg_cand, num_bg, generator)
     labels = torch.where(fg, 1, torch.where(bg, 0, -1))
 
-    fgf = fg.to(anchors.dtype)[:, None]
-    inside_w = fgf.expand(n, 4) * _weights(P.bbox_inside_weights, anchors)
-    sampled = (fg | bg).to(anchors.dtype)
-    if P.positive_weight < 0:
-        w = 1.0 / sampled.sum().clamp(min=1.0)
-        pos_w, neg_w = w, w
-    else:
-        pos_w = P.positive_weight / fg.sum().clamp(min=1)
-        neg_w = (1.0 - P.positive_weight) / bg.sum().clamp(min=1)
-    outside_w = (fgf * pos_w + bg.to(anchors.dtype)[:, None] * neg_w).expand(n, 4).contiguous()
+    inside_w, outside_w = _loss_weights(fg, bg, P, anchors.dtype)
     targets = targets * inside[:, None].to(anchors.dtype)   # zero outside, as the reference's unmap
     return labels, targets, inside_w, outside_w
+
+
+def _loss_weights(fg, bg, params, dtype):
+    """bbox_inside_weights (fg anchors) and bbox_outside_weights (1/#sampled, or
+    RPN_POSITIVE_WEIGHT split over fg and bg), both [N, 4]."""
+    n = fg.shape[0]
+    fgf = fg.to(dtype)[:, None]
+    inside_w = fgf.expand(n, 4) * _weights(params.bbox_inside_weights, fgf)
+    if params.positive_weight < 0:
+        w = 1.0 / (fg | bg).to(dtype).sum().clamp(min=1.0)
+        pos_w, neg_w = w, w
+    else:
+        pos_w = params.positive_weight / fg.sum().clamp(min=1)
+        neg_w = (1.0 - params.positive_weight) / bg.sum().clamp(min=1)
+    outside_w = (fgf * pos_w + bg.to(dtype)[:, None] * neg_w).expand(n, 4).contiguous()
+    return inside_w, outside_w
