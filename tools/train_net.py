@@ -45,42 +45,24 @@ def main(argv=None):
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
     from frcnn.engine.checkpoint import roidb_signature
-    from frcnn.errors import ConfigError
     from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
     from frcnn.models import build_model, pooling_meta
     from frcnn.roi_data.loader import loader_factory
-    from frcnn.roi_data.roidb import add_bbox_regression_stats, filter_roidb, get_training_roidb
+    from frcnn.roi_data.roidb import add_bbox_regression_stats
     from frcnn.utils import distributed as du
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
     apply_runtime_args(args, cfg)
     rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
-    if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
-        cfg.TRAIN.HAS_RPN = False
-    elif not cfg.TRAIN.HAS_RPN:
-        raise ConfigError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
-                         "proposals (--proposals PKL); for end2end training use "
-                         "experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
+    check_has_rpn(args, cfg)
     seed = cfg.RNG_SEED
     seed_all(seed)  # before anything random: synthetic data, model initialisation
     net = args.net.upper()
     imdb = get_imdb(args.imdb, cfg)
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
     ims = cfg.TRAIN.IMS_PER_BATCH  # one number for the loader and proposal_target
-    if args.proposals:
-        from frcnn.roi_data.roidb import fast_rcnn_roidb, load_proposals
-
-        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
-                               imdb=imdb)
-        roidb = fast_rcnn_roidb(imdb, cfg, props)
-        parts, kind = ("head",), "fast_rcnn"
-        iters, stepsize, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1)
-    else:
-        roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
-        parts, kind = ("rpn", "head"), "faster_rcnn_end2end"
-        iters, stepsize, iter_size = (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
-                                      cfg.END2END.ITER_SIZE)
+    roidb, parts, kind, (iters, stepsize, iter_size) = training_set(args, imdb, cfg)
     seed_all(seed)
     model = build_model(net, imdb.num_classes, cfg, parts=parts, ims_per_batch=ims)
     if args.weights:
@@ -95,9 +77,7 @@ def main(argv=None):
             extra.update(bbox_means=means, bbox_stds=stds)
     if args.proposals:
         extra["proposals"] = os.path.abspath(args.proposals)
-    frozen = ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
-    if not cfg.TRAIN.BBOX_REG:
-        frozen.append("head.bbox_pred")
+    frozen = frozen_layers(model, cfg)
     if rank == 0:
         print(f"{kind} {net} on {imdb.name} ({len(roidb)} roidb entries) -> {out}; "
               f"device {device}, seed {seed}, {threads_note()}")
@@ -118,6 +98,41 @@ def main(argv=None):
                 f.write(final)
     du.cleanup()
     return final
+
+
+def check_has_rpn(args, cfg):
+    """TRAIN.HAS_RPN False means Fast R-CNN on external proposals: --proposals is needed."""
+    from frcnn.errors import ConfigError
+
+    if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
+        cfg.TRAIN.HAS_RPN = False
+    elif not cfg.TRAIN.HAS_RPN:
+        raise ConfigError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
+                          "proposals (--proposals PKL); for end2end training use "
+                          "experiments/cfgs/faster_rcnn_end2end.yml (HAS_RPN True)")
+
+
+def frozen_layers(model, cfg):
+    """The net's stage-1 frozen convs, and bbox_pred when TRAIN.BBOX_REG is off (no loss)."""
+    frozen = ["backbone." + p for p in getattr(model.backbone, "frozen_prefixes", ())]
+    return frozen + ([] if cfg.TRAIN.BBOX_REG else ["head.bbox_pred"])
+
+
+def training_set(args, imdb, cfg):
+    """-> (roidb, model parts, kind, (iterations, stepsize, iter_size)): Fast R-CNN on
+    --proposals (as alt-opt stage-1 Fast R-CNN), else end2end on the gt roidb."""
+    from frcnn.roi_data.roidb import filter_roidb, get_training_roidb
+
+    if args.proposals:
+        from frcnn.roi_data.roidb import fast_rcnn_roidb, load_proposals
+
+        props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
+                               imdb=imdb)
+        return (fast_rcnn_roidb(imdb, cfg, props), ("head",), "fast_rcnn",
+                (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1))
+    return (filter_roidb(get_training_roidb(imdb, cfg), cfg), ("rpn", "head"),
+            "faster_rcnn_end2end", (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
+                                    cfg.END2END.ITER_SIZE))
 
 
 def eval_hook(args, cfg, net, device):

@@ -195,11 +195,7 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     frozen_names = freeze(model, frozen)
     model.to(device)
     optimizer = build_optimizer(model, solver, base_lr)
-    scaler = None
-    if amp == torch.float16:
-        if device.type != "cuda":
-            raise ValueError("float16 mixed precision needs CUDA; on the CPU use bfloat16")
-        scaler = torch.amp.GradScaler("cuda")
+    scaler = _grad_scaler(amp, device)
     signature = run_signature(seed=seed, ims_per_batch=ims_per_batch, iter_size=iter_size,
                               world_size=world, max_iters=solver.max_iters,
                               stepsize=solver.stepsize, base_lr=base_lr, data=data_signature,
@@ -225,6 +221,15 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
+
+
+def _grad_scaler(amp, device):
+    """A GradScaler for float16 autocast (CUDA only); None otherwise (bf16 needs none)."""
+    if amp != torch.float16:
+        return None
+    if device.type != "cuda":
+        raise ValueError("float16 mixed precision needs CUDA; on the CPU use bfloat16")
+    return torch.amp.GradScaler("cuda")
 
 
 def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more):
