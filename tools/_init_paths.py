@@ -1,5 +1,6 @@
 """Put lib/ on sys.path so tools run from a fresh clone after `make` (no install needed),
 and build a cfg the same way in every tool: defaults, then --cfg yml, then --set pairs."""
+import argparse
 import os
 import sys
 
@@ -33,10 +34,24 @@ def add_common_args(parser, cfg_required=False, training=False):
                             help="RNG seed of everything random (default cfg.RNG_SEED)")
         parser.add_argument("--workers", type=int, default=None,
                             help="data loader processes (TRAIN.NUM_WORKERS)")
+    parser.add_argument("--trust-file", metavar="PATH", action=TrustFile, default=None,
+                        help="load this model/weights/pickle file even if it asks to run code "
+                             "(refused by default: files are data); repeatable, only for files "
+                             "you trust")
     parser.add_argument("--set", dest="set_cfgs", nargs=argparse_remainder(), default=None,
                         help="KEY VALUE pairs, e.g. --set EXP_DIR foo TRAIN.SCALES '(400,)'")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cfg.DEVICE)")
     return parser
+
+
+class TrustFile(argparse.Action):
+    """--trust-file PATH: frcnn.safe_io.trust(PATH) as it is parsed (PATH may load as code)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from frcnn.safe_io import trust
+
+        trust(value)
+        setattr(namespace, self.dest, (getattr(namespace, self.dest) or []) + [value])
 
 
 def argparse_remainder():

@@ -46,9 +46,10 @@ def main(argv=None):
     device = torch.device(cfg.DEVICE)
     torch.manual_seed(0)
     if args.model:
-        from test_net import load_model
+        from frcnn.model_file import ModelFile
 
-        model = load_model(args.net, args.model, args.num_classes, cfg, device=device)
+        model = ModelFile.load(args.model).build(cfg, ("rpn", "head"), device, args.net,
+                                                 args.num_classes)
     else:
         model = build_model(args.net.upper(), args.num_classes, cfg, parts=("rpn", "head"), pretrained=False)
         model.to(device).eval()

@@ -117,10 +117,10 @@ class AltOpt:
         if not (self.resume and os.path.exists(path)):
             return False
         if path.endswith(".pth"):  # a stage model of another seed must not be reused silently
-            import torch
             from frcnn.engine import ConfigMismatch
+            from frcnn.model_file import ModelFile
 
-            old = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("seed")
+            old = ModelFile.load(path, mmap=True).seed
             if old is not None and int(old) != self.seed:
                 raise ConfigMismatch(
                     f"{path} was trained with seed {old}, this run has seed {self.seed}: give the "
@@ -155,7 +155,7 @@ class AltOpt:
     @staticmethod
     def load_parts(model, path, prefixes, skip=()):
         """Copy the tensors under `prefixes` (e.g. 'backbone.') from a saved file into `model`."""
-        from frcnn.fast_rcnn.train import load_weights
+        from frcnn.model_file import load_weights
 
         src = load_weights(path)
         own = model.state_dict()
@@ -216,8 +216,7 @@ class AltOpt:
         roidb = get_training_roidb(self.imdb, cfg)
         extra = self.meta()
         if stage.proposals:
-            with open(self.proposals_file(stage.proposals), "rb") as f:
-                roidb = merge_proposals(roidb, pickle.load(f))
+            roidb = merge_proposals(roidb, self.proposals_file(stage.proposals))
         roidb = filter_roidb(roidb, cfg)
         if stage.kind == "fast_rcnn":
             means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
@@ -262,12 +261,10 @@ class AltOpt:
         model = self.build(("rpn", "head"))
         for prefix, stage_name in FINAL_PARTS:
             self.load_parts(model, self.weights_file(stage_name), [prefix])
-        state = {"model": model.state_dict()}
-        state.update(self.meta())
         if du.is_main_process():
-            from frcnn.engine.checkpoint import save_atomic
+            from frcnn.model_file import ModelFile
 
-            save_atomic(state, out)
+            ModelFile.from_flat(model.state_dict(), self.meta()).save(out)
             print(f"final model: {out}")
         du.barrier()
         return out

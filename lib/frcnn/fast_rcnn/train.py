@@ -16,6 +16,7 @@ from frcnn.engine import (Checkpointer, FiniteLossCheck, FirstStepGradCheck, LRS
                           MetricsPrinter, Snapshot, TensorBoard, Trainer, run_signature)
 from frcnn.engine.checkpoint import export_state_dict, final_path, find_snapshot, snapshot_path
 from frcnn.engine.hooks import step_lr
+from frcnn.model_file import load_weights  # noqa: F401  (the state dict of a final file)
 from frcnn.utils import distributed as du
 
 
@@ -234,12 +235,6 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
-
-
-def load_weights(path):
-    """The state dict inside a final file or a snapshot written by train_model."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state["model"] if isinstance(state, dict) and "model" in state else state
 
 
 __all__ = ["CaffeSGD", "SolverParams", "freeze", "build_optimizer", "step_lr", "train_model",
