@@ -49,6 +49,7 @@ def main(argv=None):
     cfg = setup_cfg(args)
     apply_runtime_args(args, cfg)
     du.setup_for_tool(cfg)  # torchrun: images split over ranks, rank 0 evaluates
+    model_file = ModelFile.load(args.model)  # a bad or unsafe file fails before the data loads
     imdb = get_imdb(args.imdb, cfg)
     if args.comp and hasattr(imdb, "competition_mode"):
         imdb.competition_mode(True)
@@ -67,7 +68,7 @@ def main(argv=None):
         parts = ("head",)
     elif not cfg.TEST.HAS_RPN:
         sys.exit("TEST.HAS_RPN is False: give --proposals (tools/rpn_generate.py)")
-    model = ModelFile.load(args.model).build(cfg, parts, cfg.DEVICE, args.net, imdb.num_classes)
+    model = model_file.build(cfg, parts, cfg.DEVICE, args.net, imdb.num_classes)
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg, name)
     print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "
