@@ -3,6 +3,7 @@ refused (or rebuilt) without running anything; old model files and snapshots sti
 py-faster-rcnn-style proposal pickles still read; snapshots carry a checksum, a damaged newest
 snapshot costs one interval, and a full disk loses nothing."""
 import errno
+import re
 import gzip
 import os
 import pickle
@@ -360,3 +361,31 @@ def test_training_rebuilds_a_crafted_cache(tmp_path, voc_toy):
     for c in caches:
         assert f"warning: {c}: cache ignored (it asks to run io.open" in log, log[-3000:]
     assert not marker.exists() and "FINAL_MODEL" in log
+
+
+def test_reference_style_proposals_pickle_still_trains(tmp_path, voc_toy):
+    """A py-faster-rcnn-style proposals pickle (cPickle protocol 2, numpy 1.x names) trains a
+    TINY Fast R-CNN through train_net.py (its loss falls), and the model tests on it."""
+    rng = np.random.default_rng(0)
+    boxes = []
+    for _ in range(2):  # jittered copies of the gt box (20, 20, 99, 89) and background boxes
+        b = np.float32([20, 20, 99, 89]) + rng.normal(0, 12, (60, 4)).astype(np.float32)
+        b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 20)
+        boxes.append(np.clip(b, 0, [159, 119, 159, 119]).astype(np.float32))
+    props = tmp_path / "props.pkl"
+    props.write_bytes(pickle.dumps(boxes, protocol=2).replace(b"numpy._core.multiarray",
+                                                               b"numpy.core.multiarray"))
+    sets = ["DATA_DIR", str(tmp_path / "d"), "OUTPUT_DIR", str(tmp_path / "o"), "TRAIN.SCALES",
+            "(120,)", "TEST.SCALES", "(120,)", "SOLVER.DISPLAY", "10", "SOLVER.BASE_LR", "0.01"]
+    rc, log = run_tool("tools/train_net.py", "--net", "TINY", "--imdb",
+                       f"voc_folder:{voc_toy}:trainval", "--proposals", str(props), "--iters",
+                       "30", "--num-threads", "1", "--set", *sets)
+    assert rc == 0, log[-3000:]
+    losses = [float(x) for x in re.findall(r"iter \d+/30 loss ([0-9.]+)", log)]
+    assert len(losses) == 3 and losses[-1] < losses[0], log[-2000:]
+    model = re.findall(r"FINAL_MODEL (\S+)", log)[-1]
+    assert isinstance(ModelFile.load(model).meta["bbox_means"], torch.Tensor)
+    rc, log = run_tool("tools/test_net.py", "--net", "TINY", "--model", model, "--imdb",
+                       f"voc_folder:{voc_toy}:test", "--proposals", str(props), "--set", *sets,
+                       "TEST.HAS_RPN", "False")
+    assert rc == 0 and "Mean AP" in log, log[-3000:]
