@@ -3,10 +3,12 @@ refused (or rebuilt) without running anything; old model files and snapshots sti
 py-faster-rcnn-style proposal pickles still read; snapshots carry a checksum, a damaged newest
 snapshot costs one interval, and a full disk loses nothing."""
 import errno
-import re
 import gzip
+import io
 import os
 import pickle
+import re
+import struct
 import subprocess
 import sys
 import types
@@ -108,9 +110,32 @@ def test_truncated_files_are_clear_errors(tmp_path):
         load_pickle(tmp_path / "cut.pkl", "proposals file")
 
 
+class Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 str (BINSTRING), as py-faster-rcnn's cPickle did."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj):
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def py2_pickle(obj):
+    """`obj` pickled as Python 2 cPickle with numpy 1.x wrote it (protocol 2, numpy.core)."""
+    f = io.BytesIO()
+    Py2Pickler(f, protocol=2).dump(obj)
+    data = f.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in data and pickle.BINSTRING in data
+    with pytest.raises(UnicodeDecodeError):  # what a plain pickle.load makes of it
+        pickle.loads(data)
+    return data
+
+
 def test_reference_style_proposal_pickles_still_read(tmp_path):
-    """py-faster-rcnn's proposal pickles: a list of [P, 4] float arrays (cPickle, protocol 2,
-    numpy 1.x names), arrays with scores [P, 5], or a dict with 'boxes' / 'scores'."""
+    """py-faster-rcnn's proposal pickles: a list of [P, 4] float arrays (Python 2 cPickle,
+    protocol 2, numpy 1.x names), arrays with scores [P, 5], or a dict with 'boxes' / 'scores'."""
     from frcnn.roi_data.roidb import load_proposals
 
     rng = np.random.default_rng(0)
@@ -118,10 +143,7 @@ def test_reference_style_proposal_pickles_still_read(tmp_path):
              for _ in range(3)]
     for b in boxes:
         b[:, 2:] = b[:, :2] + 8
-    legacy = pickle.dumps(boxes, protocol=2).replace(b"numpy._core.multiarray",
-                                                     b"numpy.core.multiarray")
-    assert b"numpy.core.multiarray" in legacy
-    (tmp_path / "legacy.pkl").write_bytes(legacy)
+    (tmp_path / "legacy.pkl").write_bytes(py2_pickle(boxes))
     with open(tmp_path / "scored.pkl", "wb") as f:
         pickle.dump([np.hstack([b, np.ones((5, 1), np.float32)]) for b in boxes], f)
     with open(tmp_path / "dict.pkl", "wb") as f:
@@ -364,7 +386,7 @@ def test_training_rebuilds_a_crafted_cache(tmp_path, voc_toy):
 
 
 def test_reference_style_proposals_pickle_still_trains(tmp_path, voc_toy):
-    """A py-faster-rcnn-style proposals pickle (cPickle protocol 2, numpy 1.x names) trains a
+    """A py-faster-rcnn-style proposals pickle (Python 2 cPickle, numpy 1.x names) trains a
     TINY Fast R-CNN through train_net.py (its loss falls), and the model tests on it."""
     rng = np.random.default_rng(0)
     boxes = []
@@ -373,8 +395,7 @@ def test_reference_style_proposals_pickle_still_trains(tmp_path, voc_toy):
         b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 20)
         boxes.append(np.clip(b, 0, [159, 119, 159, 119]).astype(np.float32))
     props = tmp_path / "props.pkl"
-    props.write_bytes(pickle.dumps(boxes, protocol=2).replace(b"numpy._core.multiarray",
-                                                               b"numpy.core.multiarray"))
+    props.write_bytes(py2_pickle(boxes))
     sets = ["DATA_DIR", str(tmp_path / "d"), "OUTPUT_DIR", str(tmp_path / "o"), "TRAIN.SCALES",
             "(120,)", "TEST.SCALES", "(120,)", "SOLVER.DISPLAY", "10", "SOLVER.BASE_LR", "0.01"]
     rc, log = run_tool("tools/train_net.py", "--net", "TINY", "--imdb",
