@@ -112,10 +112,10 @@ def content_checksum(state):
         if isinstance(x, torch.Tensor):
             t = x.detach().cpu().contiguous()
             h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer, not a copy
         elif isinstance(x, np.ndarray):
             h.update(f"A{x.dtype}{x.shape}".encode())
-            h.update(np.ascontiguousarray(x).tobytes())
+            h.update(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
         elif isinstance(x, dict):
             h.update(b"{")
             for k in sorted(x, key=repr):
