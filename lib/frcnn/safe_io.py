@@ -166,5 +166,5 @@ def numpy_to_tensors(obj):
     return obj
 
 
-__all__ = ["UnsafeFileError", "RestrictedUnpickler", "load_pickle", "load_cache", "load_torch", "trust",
-           "is_trusted", "numpy_to_tensors"]
+__all__ = ["UnsafeFileError", "RestrictedUnpickler", "load_pickle", "load_cache", "load_torch",
+           "trust", "is_trusted", "numpy_to_tensors"]
