@@ -140,8 +140,9 @@ def load_torch(path, what="model file", mmap=False):
              or re.search(r"but got <class '([\w.]+)'>", str(e)))
         if m:
             raise refusal(path, what, m.group(1)) from None
-        raise UnsafeFileError(f"{path}: not a readable {what} ({str(e).splitlines()[0]}); "
-                              "write it again or give another file") from None
+        detail = re.search(r"WeightsUnpickler error: *(.+)", str(e))
+        raise refusal(path, what, "code (" + (detail.group(1).strip() if detail else
+                                              str(e).splitlines()[0]) + ")") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
