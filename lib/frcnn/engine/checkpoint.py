@@ -245,6 +245,7 @@ class Checkpointer:
         """Snapshot at trainer.iter (every rank takes part: RNG states are gathered)."""
         it = trainer.iter
         rngs = du.all_gather_object(get_rng_states())
+        failed = None
         if du.get_rank() == 0:
             state = {"iteration": it, "model": self.model.state_dict(),
                      "optimizer": self.optimizer.state_dict(),
@@ -252,8 +253,13 @@ class Checkpointer:
                      "rng_per_rank": rngs, "signature": self.signature,
                      "data": {"next_batch": it * trainer.iter_size}}
             state["checksum"] = content_checksum(state)
-            save_atomic(state, snapshot_path(self.output_dir, self.prefix, it))
-        du.barrier()
+            try:
+                save_atomic(state, snapshot_path(self.output_dir, self.prefix, it))
+            except DiskFull as e:
+                failed = str(e)
+        failed = du.all_gather_object(failed)[0]  # every rank stops alike (no hang at a barrier)
+        if failed:
+            raise DiskFull(failed)
 
     def save_final(self, trainer, extra=None):
         if du.get_rank() == 0:
