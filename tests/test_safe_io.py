@@ -413,3 +413,22 @@ def test_reference_style_proposals_pickle_still_trains(tmp_path, voc_toy):
                        f"voc_folder:{voc_toy}:test", "--proposals", str(props), "--set", *sets,
                        "TEST.HAS_RPN", "False")
     assert rc == 0 and "Mean AP" in log, log[-3000:]
+
+
+def test_nothing_unpickles_outside_safe_io():
+    """The one safe loader: no torch.load call, pickle.load(s), weights_only=False or
+    allow_pickle=True anywhere else in lib/, tools/, experiments/ (docstrings may name
+    torch.load(weights_only=True))."""
+    pattern = re.compile(r"torch\.load\((?!weights_only=True\))|pickle\.loads?\(|"
+                         r"weights_only\s*=\s*False|"
+                         r"allow_pickle\s*=\s*True|Unpickler\(")
+    found = []
+    for top in ("lib", "tools", "experiments"):
+        for d, _, names in os.walk(os.path.join(ROOT, top)):
+            for n in names:
+                p = os.path.join(d, n)
+                if n.endswith(".py") and p != os.path.join(ROOT, "lib", "frcnn", "safe_io.py"):
+                    with open(p) as f:
+                        found += [f"{p}:{i}" for i, line in enumerate(f, 1)
+                                  if pattern.search(line)]
+    assert not found, found
