@@ -28,10 +28,11 @@ class ConfigMismatch(ConfigError):
 
 
 def get_rng_states():
-    """Every RNG's state, as tensors and Python values (a weights-only load reads them)."""
+    """Every RNG's state, as tensors and Python values (a weights-only load reads them; the
+    numpy key array as a list, which all_gather_object also pickles)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {"torch": torch.get_rng_state(), "python": random.getstate(),
-              "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached)}
+              "numpy": (kind, keys.tolist(), pos, has_gauss, cached)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -39,7 +40,7 @@ def get_rng_states():
 
 def set_rng_states(states):
     torch.set_rng_state(states["torch"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]  # keys: a tensor, or numpy (old files)
+    kind, keys, pos, has_gauss, cached = states["numpy"]  # keys: a list, or numpy (old files)
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
