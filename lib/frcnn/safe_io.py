@@ -65,6 +65,10 @@ def _resolve(module, name):
     return getattr(mod, name)
 
 
+class Forbidden(pickle.UnpicklingError):
+    """RestrictedUnpickler met a global it does not allow; str() is its dotted name."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Builds numpy arrays and plain containers only; `allowed` adds classes by object."""
 
@@ -77,7 +81,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _resolve(module, name)
         if (module, name) in self.allowed:
             return self.allowed[(module, name)]
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        raise Forbidden(f"{module}.{name}")
 
 
 def load_pickle(path, what="pickle", allowed=()):
@@ -91,11 +95,9 @@ def load_pickle(path, what="pickle", allowed=()):
             return pickle.load(f)
         try:
             return RestrictedUnpickler(f, allowed).load()
-        except pickle.UnpicklingError as e:
-            if re.fullmatch(r"[\w.]+\.[\w]+", str(e)):
-                raise refusal(path, what, str(e)) from None
-            raise UnsafeFileError(f"{path}: not a readable {what} ({e}); write it again") from None
-        except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+        except Forbidden as e:
+            raise refusal(path, what, str(e)) from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
                 KeyError, MemoryError) as e:
             raise UnsafeFileError(f"{path}: not a readable {what} (truncated or corrupt: "
                                   f"{type(e).__name__}: {e}); write it again") from None
