@@ -97,6 +97,16 @@ def test_detector_from_file_refuses_a_crafted_model(tmp_path):
     assert not marker.exists()
 
 
+def test_crafted_weights_file_is_refused(tmp_path):
+    """--weights (ImageNet initialisation) goes through the same loader."""
+    from frcnn.models.weights import convert_to_state_dict
+
+    path, marker = crafted(tmp_path, "pth")
+    with pytest.raises(UnsafeFileError, match="refused to load this weights file"):
+        convert_to_state_dict(path)
+    assert not marker.exists()
+
+
 def test_truncated_files_are_clear_errors(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"model": {"w": torch.arange(1000.0)}}, good)
