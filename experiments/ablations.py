@@ -163,10 +163,10 @@ class Runner:
         return get_imdb(self.args.test_imdb, cfg)
 
     def load(self, path, cfg, parts):
-        from test_net import load_model
+        from frcnn.model_file import ModelFile
 
         imdb = self.test_imdb(cfg)
-        return load_model(self.args.net, path, imdb.num_classes, cfg, parts, cfg.DEVICE)
+        return ModelFile.load(path).build(cfg, parts, cfg.DEVICE, self.args.net, imdb.num_classes)
 
     def evaluate(self, name, model, cfg, proposals=None):
         """test_net -> (mAP, proposals/image, ms/image)."""

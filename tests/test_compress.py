@@ -64,10 +64,9 @@ def test_compress_tool(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     out = tmp_path / "tiny_faster_rcnn_final_svd_fc6_256_fc7_64.pth"
     assert out.exists()
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from test_net import load_model
+    from frcnn.model_file import ModelFile
 
-    small = load_model("TINY", str(out), 4, cfg)
+    small = ModelFile.load(str(out)).build(cfg, net="TINY", num_classes=4)
     assert isinstance(small.head.fc6, SVDLinear) and small.head.fc7.k == 64
     import copy
 

@@ -79,20 +79,22 @@ def interleaved_ms(models, imdb, cfg, proposals, n=10):
 def main(argv=None):
     import torch
 
+    from frcnn.errors import ConfigError
+    from frcnn.model_file import ModelFile
     from frcnn.models.compress import compress_head, default_ranks, head_params
-    from test_net import load_model
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    raw = torch.load(args.model, map_location="cpu", weights_only=False)
-    if not isinstance(raw, dict) or "classes" not in raw:
-        sys.exit(f"{args.model}: no class list inside; compress a *_final.pth of the training tools")
+    mf = ModelFile.load(args.model)
+    if not mf.classes:
+        raise ConfigError(f"{args.model}: no class list inside; compress a *_final.pth of the "
+                          "training tools")
     parts = ("head",) if args.proposals else ("rpn", "head")
     if args.proposals:
         cfg.TEST.HAS_RPN = False
-    model = load_model(args.net, args.model, len(raw["classes"]), cfg, parts, cfg.DEVICE)
+    model = mf.build(cfg, parts, cfg.DEVICE, args.net)
     ranks = default_ranks(model)
     if args.fc6 is not None:
         ranks["fc6"] = args.fc6
@@ -102,10 +104,9 @@ def main(argv=None):
     done = compress_head(small, ranks)
     tag = "_".join(f"{k}_{v}" for k, v in done.items())
     out = args.out or os.path.splitext(args.model)[0] + f"_svd_{tag}.pth"
-    state = {k: v for k, v in raw.items() if k not in ("model", "optimizer")}
-    state.update(model=small.state_dict(), svd=done, compressed_from=os.path.abspath(args.model))
-    torch.save(state, out + ".tmp")
-    os.replace(out + ".tmp", out)
+    meta = {k: v for k, v in mf.meta.items() if k != "optimizer"}
+    meta.update(svd=done, compressed_from=os.path.abspath(args.model))
+    ModelFile(small.state_dict(), mf.net, mf.classes, mf.pooling, mf.seed, meta).save(out)
     p0, p1 = head_params(model), head_params(small)
     print(f"compressed {', '.join(f'{k} to {v} components' for k, v in done.items())}: head "
           f"parameters {p0 / 1e6:.2f}M -> {p1 / 1e6:.2f}M; wrote {out}")
@@ -157,4 +158,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_init_paths.run_main(main))

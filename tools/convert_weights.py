@@ -13,11 +13,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import _init_paths  # noqa: F401  (puts lib/ on sys.path)
+import torch
+from _init_paths import TrustFile
 
-import torch  # noqa: E402
-
-from frcnn.models.weights import convert_to_state_dict  # noqa: E402
+from frcnn.models.weights import convert_to_state_dict
 
 
 def main(argv=None):
@@ -26,6 +26,8 @@ def main(argv=None):
     p.add_argument("output", help="output .pth (state dict in frcnn names)")
     p.add_argument("--net", default=None, help="VGG16, ZF, TINY or ELITE0: check the result loads into it")
     p.add_argument("--num-classes", type=int, default=21, help="classes incl. background for --net (default 21)")
+    p.add_argument("--trust-file", metavar="PATH", action=TrustFile, default=None,
+                   help="load this file even if it asks to run code (only a file you trust)")
     args = p.parse_args(argv)
 
     sd = convert_to_state_dict(args.input)
@@ -46,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_init_paths.run_main(main))

@@ -71,6 +71,7 @@ def main(argv=None):
 
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
+    from frcnn.safe_io import load_pickle
     from frcnn.utils.plots import plot_recall_curves
     from frcnn.utils.recall_report import recall_by_n, recall_table
 
@@ -93,8 +94,7 @@ def main(argv=None):
         else:
             if not os.path.exists(path):
                 sys.exit(f"proposal file {path} not found; fix --proposals")
-            with open(path, "rb") as f:
-                boxes = pickle.load(f)
+            boxes = load_pickle(path, "proposals file")
             if len(boxes) < imdb.num_images:
                 sys.exit(f"{path} has {len(boxes)} entries, {imdb.name} has {imdb.num_images} "
                          "images: generate proposals for this image set")
@@ -116,4 +116,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_init_paths.run_main(main))

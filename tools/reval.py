@@ -10,6 +10,7 @@ PR curves (<out-dir>/pr/<class>.png) and reval.txt (AP per class, mAP) into --ou
 """
 import argparse
 import os
+import sys
 
 import _init_paths  # noqa: F401
 from frcnn.cli import add_common_args, setup_cfg
@@ -58,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_init_paths.run_main(main))

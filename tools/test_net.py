@@ -35,40 +35,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_model(net, path, num_classes, cfg, parts=("rpn", "head"), device="cpu"):
-    """build_model + weights from a .pth written by train_model / the alt-opt tool; eval mode."""
-    import torch
-
-    from frcnn.fast_rcnn.train import load_weights
-    from frcnn.models import build_model, check_pooling
-
-    if not os.path.exists(path):
-        sys.exit(f"model file {path} not found: train first (experiments/alt_opt.sh) or fix --model")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(raw, dict) and raw.get("classes") and len(raw["classes"]) != num_classes:
-        sys.exit(f"{path} was trained for {len(raw['classes'])} classes {raw['classes']}, "
-                 f"the test set has {num_classes}")
-    if isinstance(raw, dict) and raw.get("net") and raw["net"].upper() != net.upper():
-        sys.exit(f"{path} holds a {raw['net']} model, not {net}: fix --net")
-    try:
-        check_pooling(raw, cfg, path)
-    except ValueError as e:
-        sys.exit(str(e))
-    model = build_model(net, num_classes, cfg, parts=parts, pretrained=False)
-    if isinstance(raw, dict) and raw.get("svd") and "head" in parts:  # tools/compress_net.py
-        from frcnn.models.compress import svd_structure
-
-        svd_structure(model, raw["svd"])
-    state = load_weights(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        sys.exit(f"{path} lacks {missing[:4]}: is it a stage file? Use the *_faster_rcnn_final.pth "
-                 "or pass --proposals with --set TEST.HAS_RPN False")
-    model.load_state_dict({k: state[k] for k in own})
-    return model.to(device).eval()
-
-
 def main(argv=None):
     import torch
 
@@ -76,12 +42,14 @@ def main(argv=None):
     from frcnn.datasets.factory import get_imdb
     from frcnn.datasets.voc_eval import strict_iou_report
     from frcnn.fast_rcnn.test import test_net
+    from frcnn.model_file import ModelFile
     from frcnn.utils import distributed as du
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
     apply_runtime_args(args, cfg)
     du.setup_for_tool(cfg)  # torchrun: images split over ranks, rank 0 evaluates
+    model_file = ModelFile.load(args.model)  # a bad or unsafe file fails before the data loads
     imdb = get_imdb(args.imdb, cfg)
     if args.comp and hasattr(imdb, "competition_mode"):
         imdb.competition_mode(True)
@@ -100,7 +68,7 @@ def main(argv=None):
         parts = ("head",)
     elif not cfg.TEST.HAS_RPN:
         sys.exit("TEST.HAS_RPN is False: give --proposals (tools/rpn_generate.py)")
-    model = load_model(args.net, args.model, imdb.num_classes, cfg, parts, cfg.DEVICE)
+    model = model_file.build(cfg, parts, cfg.DEVICE, args.net, imdb.num_classes)
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg, name)
     print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "

@@ -81,13 +81,9 @@ def model_cfg(model_path, cfg_file=None, set_cfgs=None, device=None):
 
     stored = None
     if cfg_file is None and os.path.isfile(str(model_path)):
-        import torch
+        from frcnn.model_file import ModelFile
 
-        try:
-            raw = torch.load(str(model_path), map_location="cpu", weights_only=False)
-            stored = raw.get("cfg") if isinstance(raw, dict) else None
-        except Exception:  # noqa: BLE001 - Detector.from_file reports a bad file
-            pass
+        stored = ModelFile.load(model_path, mmap=True).meta.get("cfg")
     try:
         cfg, _ = load_cfg(cfg_file, model_path, stored)
         if set_cfgs:
@@ -166,51 +162,28 @@ class Detector:
         return _device_of(self.model)
 
     @classmethod
-    def from_file(cls, path, device="cpu", cfg=None, net=None, classes=None, **thresholds):
+    def from_file(cls, path, device="cpu", cfg=None, net=None, classes=None, trust_file=False,
+                  **thresholds):
         """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools.
 
         net / classes: only for files that do not store them. cfg: see load_cfg.
+        trust_file: load it even if it asks to run code (only for a file you trust; by default
+        such a file raises frcnn.safe_io.UnsafeFileError, see frcnn.safe_io).
         thresholds: score_thresh, nms_thresh, max_per_image (default: cfg TEST.*).
         """
-        import torch
+        from frcnn.model_file import ModelFile
+        from frcnn.safe_io import trust
 
-        from frcnn.models import NETS, build_model
-
-        path = str(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"{path}: model file not found; train first (experiments/alt_opt.sh) "
-                              "or fix the path")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise ConfigError(f"{path}: not a model file torch can load ({e}); give a .pth written "
-                              "by the training tools") from None
-        meta = raw if isinstance(raw, dict) and "model" in raw else {}
-        state = meta.get("model", raw)
-        net = (net or meta.get("net") or "").upper()
-        if net not in NETS:
-            raise ConfigError(f"{path}: the file does not say which net it holds; pass net= one of "
-                              f"{', '.join(NETS)}")
-        classes = list(classes or meta.get("classes") or [])
-        if not classes:
-            raise ConfigError(f"{path}: the file stores no class names; pass classes=[...]")
-        if classes[0] != "__background__":
+        if trust_file:
+            trust(path)
+        mf = ModelFile.load(path)
+        classes = list(classes or mf.classes)
+        if classes and classes[0] != "__background__":
             classes = ["__background__"] + classes
-        cfg, _ = load_cfg(cfg, path, meta.get("cfg"))
-        model = build_model(net, len(classes), cfg, parts=("rpn", "head"), pretrained=False)
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise ConfigError(f"{path}: lacks {missing[:4]}{'...' if len(missing) > 4 else ''}; "
-                              "is it a stage file? use the *_faster_rcnn_final.pth")
-        bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise ConfigError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the "
-                              f"{net} model for {len(classes)} classes wants {tuple(own[bad[0]].shape)}"
-                              "; check net, classes and ANCHOR_SCALES/RATIOS of the cfg")
-        model.load_state_dict({k: state[k] for k in own})
-        det = cls(model.to(device), classes, cfg, **thresholds)
-        det.net = net
+        cfg, _ = load_cfg(cfg, str(path), mf.meta.get("cfg"))
+        model = mf.build(cfg, ("rpn", "head"), device, net=net, num_classes=len(classes))
+        det = cls(model, classes, cfg, **thresholds)
+        det.net = (net or mf.net).upper()
         return det
 
     def detect_one(self, image, score_thresh=None, nms_thresh=None, max_per_image=None):

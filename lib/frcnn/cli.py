@@ -11,6 +11,7 @@ the traceback shows. Other exceptions are not touched (their traceback is the bu
 Exit status from main()'s return value: an int is kept; None, True, a float (an mAP) or a
 non-empty str (a model path) -> 0; False or '' -> 1.
 """
+import argparse
 import os
 import sys
 
@@ -75,10 +76,24 @@ def add_common_args(parser, cfg_required=False, training=False):
                             help="RNG seed of everything random (default cfg.RNG_SEED)")
         parser.add_argument("--workers", type=int, default=None,
                             help="data loader processes (TRAIN.NUM_WORKERS)")
+    parser.add_argument("--trust-file", metavar="PATH", action=TrustFile, default=None,
+                        help="load this model/weights/pickle file even if it asks to run code "
+                             "(refused by default: files are data); repeatable, only for files "
+                             "you trust")
     parser.add_argument("--set", dest="set_cfgs", nargs=argparse_remainder(), default=None,
                         help="KEY VALUE pairs, e.g. --set EXP_DIR foo TRAIN.SCALES '(400,)'")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cfg.DEVICE)")
     return parser
+
+
+class TrustFile(argparse.Action):
+    """--trust-file PATH: frcnn.safe_io.trust(PATH) as it is parsed (PATH may load as code)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from frcnn.safe_io import trust
+
+        trust(value)
+        setattr(namespace, self.dest, (getattr(namespace, self.dest) or []) + [value])
 
 
 def argparse_remainder():

@@ -221,20 +221,22 @@ def cache_key(*parts):
     return h.hexdigest()[:16]
 
 
-def cached(cache_dir, prefix, key, build):
+def cached(cache_dir, prefix, key, build, classes=()):
     """Return build() cached in <cache_dir>/<prefix>_<key>.pkl; older caches of prefix are removed.
 
     The key must change whenever the inputs change (callers hash file lists and mtimes), so a cache
     is never stale. Writes are atomic (tmp file + rename), so concurrent processes are safe.
+    Caches load through safe_io.load_cache (numpy arrays, plain containers and `classes` only);
+    a refused, truncated or corrupt one is rebuilt.
     """
+    from frcnn.safe_io import load_cache
+
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"{prefix}_{key}.pkl")
     if os.path.exists(path):
-        try:
-            with open(path, "rb") as f:
-                return pickle.load(f)
-        except Exception:  # truncated/corrupt: rebuild
-            pass
+        value = load_cache(path, "cache", classes)
+        if value is not None:
+            return value
     value = build()
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{prefix}_", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:

@@ -621,7 +621,8 @@ def cached_report(imdb):
     cfg = imdb.cfg
     key = cache_key(CHECK_VERSION, imdb.validation_signature(), tuple(cfg.TRAIN.SCALES),
                     cfg.TRAIN.MAX_SIZE, tuple(cfg.ANCHOR_SCALES), tuple(cfg.ANCHOR_RATIOS))
-    return cached(imdb.cache_path, f"{imdb.name}_check", key, lambda: validate_imdb(imdb))
+    return cached(imdb.cache_path, f"{imdb.name}_check", key, lambda: validate_imdb(imdb),
+                  classes=(Report, Issue, Counter))
 
 
 def ensure_valid(imdb, log=print):

@@ -74,11 +74,11 @@ def _load_recs(annopath, imagenames, cachedir, imagesetfile):
     os.makedirs(cachedir, exist_ok=True)
     cachefile = os.path.join(cachedir, f"annots_{h.hexdigest()[:16]}.pkl")
     if os.path.isfile(cachefile):
-        try:
-            with open(cachefile, "rb") as f:
-                return pickle.load(f)
-        except Exception:
-            pass
+        from frcnn.safe_io import load_cache
+
+        recs = load_cache(cachefile, "annotation cache")
+        if recs is not None:
+            return recs
     recs = {n: parse_rec(annopath.format(n)) for n in imagenames}
     fd, tmp = tempfile.mkstemp(dir=cachedir, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
@@ -286,8 +286,9 @@ def strict_iou_report(imdb, output_dir, all_boxes=None, voc_map=None, extra=None
     detections.pkl (written by test_net). voc_map: the data set's own metric, recorded as is.
     """
     if all_boxes is None:
-        with open(os.path.join(output_dir, "detections.pkl"), "rb") as f:
-            all_boxes = pickle.load(f)
+        from frcnn.safe_io import load_pickle
+
+        all_boxes = load_pickle(os.path.join(output_dir, "detections.pkl"), "detections file")
     gts = _class_gts(imdb)
     per_class = {}
     for c, cls in enumerate(imdb.classes):

@@ -1,7 +1,13 @@
 """Snapshots that resume exactly: model, optimizer, iteration, every rank's RNG states and the
 data position, written atomically (a kill -9 at any moment leaves the previous snapshot intact).
 A snapshot also records the run's signature (seed, batch, schedule, data); resuming with another
-signature is an error that names the difference."""
+signature is an error that names the difference.
+
+Each snapshot carries a checksum of its content; a truncated or corrupt newest snapshot (a power
+cut, a full disk) is skipped with a warning and the run resumes exactly from the previous good
+one. A write that fails (disk full) leaves the previous snapshot intact and stops with an error.
+Snapshots load with torch.load(weights_only=True) (frcnn.safe_io)."""
+import errno
 import glob
 import hashlib
 import os
@@ -12,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from frcnn.errors import ConfigError
+from frcnn.errors import ConfigError, UserError
+from frcnn.safe_io import UnsafeFileError, load_torch
 from frcnn.utils import distributed as du
 
 
@@ -21,8 +28,11 @@ class ConfigMismatch(ConfigError):
 
 
 def get_rng_states():
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-              "python": random.getstate()}
+    """Every RNG's state, as tensors and Python values (a weights-only load reads them; the
+    numpy key array as a list, which all_gather_object also pickles)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": (kind, keys.tolist(), pos, has_gauss, cached)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -30,7 +40,8 @@ def get_rng_states():
 
 def set_rng_states(states):
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]  # keys: a list, or numpy (old files)
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -44,29 +55,84 @@ def final_path(output_dir, prefix):
     return os.path.join(output_dir, f"{prefix}_final.pth")
 
 
-def find_snapshot(output_dir, prefix):
-    """Newest `<prefix>_iter_<N>.pth` in output_dir, or None."""
+def find_snapshots(output_dir, prefix):
+    """Every `<prefix>_iter_<N>.pth` in output_dir, newest (highest N) first."""
     pat = re.compile(re.escape(prefix) + r"_iter_(\d+)\.pth$")
-    best = None
+    found = []
     for p in glob.glob(os.path.join(glob.escape(output_dir), f"{glob.escape(prefix)}_iter_*.pth")):
         m = pat.search(os.path.basename(p))
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), p)
-    return None if best is None else best[1]
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def find_snapshot(output_dir, prefix):
+    """Newest `<prefix>_iter_<N>.pth` in output_dir, or None."""
+    snaps = find_snapshots(output_dir, prefix)
+    return snaps[0] if snaps else None
+
+
+class DiskFull(UserError):
+    """A snapshot or model file could not be written (disk full, quota, I/O error)."""
 
 
 def save_atomic(obj, path):
-    """torch.save to path.tmp, fsync, then rename: a killed run never leaves half a file."""
+    """torch.save to path.tmp, fsync, then rename: a killed run never leaves half a file, and a
+    failed write (disk full) removes the tmp file, keeps what `path` held and raises DiskFull."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-        # test hook: widen the window between writing and renaming (kill -9 tests)
-        pause = float(os.environ.get("FRCNN_SNAPSHOT_PAUSE_S", "0") or 0)
-        if pause > 0:
-            time.sleep(pause)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+            # test hook: widen the window between writing and renaming (kill -9 tests)
+            pause = float(os.environ.get("FRCNN_SNAPSHOT_PAUSE_S", "0") or 0)
+            if pause > 0:
+                time.sleep(pause)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e)
+        kept = (f"{path} is unchanged" if os.path.exists(path) else
+                "the snapshots written before are intact")
+        raise DiskFull(f"{path}: could not be written ({why}); {kept}: free space on "
+                       f"{os.path.dirname(os.path.abspath(path))} (or set OUTPUT_DIR to another "
+                       "disk) and rerun the same command, it resumes from the newest "
+                       "snapshot") from None
     os.replace(tmp, path)
+
+
+def content_checksum(state):
+    """sha256 over a snapshot's content (tensors by bytes, other values by repr), the
+    'checksum' entry left out: what a torn or corrupted file would change."""
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer, not a copy
+        elif isinstance(x, np.ndarray):
+            h.update(f"A{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                if k != "checksum":
+                    h.update(repr(k).encode())
+                    walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+    walk(state)
+    return h.hexdigest()
 
 
 def roidb_signature(roidb):
@@ -125,11 +191,14 @@ class Checkpointer:
         return final_path(self.output_dir, self.final_prefix)
 
     def resume(self):
-        """Load the newest snapshot; -> its iteration (0 when there is none)."""
-        snap = find_snapshot(self.output_dir, self.prefix)
-        if snap is None:
+        """Load the newest good snapshot; -> its iteration (0 when there is none). A truncated or
+        corrupt newer one is named in a warning and skipped (the previous one resumes exactly)."""
+        for snap in find_snapshots(self.output_dir, self.prefix):
+            state = self.read_snapshot(snap)
+            if state is not None:
+                break
+        else:
             return 0
-        state = torch.load(snap, map_location="cpu", weights_only=False)
         self.check_signature(state.get("signature"), snap)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -141,6 +210,25 @@ class Checkpointer:
         if du.get_rank() == 0:
             print(f"[{self.prefix}] resumed from {snap} at iteration {state['iteration']}")
         return int(state["iteration"])
+
+    def read_snapshot(self, snap):
+        """The snapshot's dict, or None (with a warning) when it is truncated or corrupt.
+        Snapshots written before checksums existed load unchecked; a file that asks to run
+        code is an error (safe_io), never skipped quietly."""
+        try:
+            state = load_torch(snap, "snapshot")
+            bad = not isinstance(state, dict) or "model" not in state
+            why = "not a snapshot"
+            if not bad and "checksum" in state:
+                bad, why = state["checksum"] != content_checksum(state), "checksum mismatch"
+        except UnsafeFileError as e:
+            if "refused" in str(e):
+                raise
+            bad, why = True, str(e).split(": ", 1)[-1]
+        if bad and du.get_rank() == 0:
+            print(f"warning: {snap}: truncated or corrupt ({why}); skipping it, resuming from "
+                  "the previous snapshot")
+        return None if bad else state
 
     def check_signature(self, old, path):
         if old is None:
@@ -160,19 +248,27 @@ class Checkpointer:
         """Snapshot at trainer.iter (every rank takes part: RNG states are gathered)."""
         it = trainer.iter
         rngs = du.all_gather_object(get_rng_states())
+        failed = None
         if du.get_rank() == 0:
-            save_atomic({"iteration": it, "model": self.model.state_dict(),
-                         "optimizer": self.optimizer.state_dict(),
-                         "scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
-                         "rng_per_rank": rngs, "signature": self.signature,
-                         "trainer": trainer.state_dict(),
-                         "data": {"next_batch": it * trainer.iter_size}},
-                        snapshot_path(self.output_dir, self.prefix, it))
-        du.barrier()
+            state = {"iteration": it, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(),
+                     "scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
+                     "rng_per_rank": rngs, "signature": self.signature,
+                     "trainer": trainer.state_dict(),
+                     "data": {"next_batch": it * trainer.iter_size}}
+            state["checksum"] = content_checksum(state)
+            try:
+                save_atomic(state, snapshot_path(self.output_dir, self.prefix, it))
+            except DiskFull as e:
+                failed = str(e)
+        failed = du.all_gather_object(failed)[0]  # every rank stops alike (no hang at a barrier)
+        if failed:
+            raise DiskFull(failed)
 
     def save_final(self, trainer, extra=None):
         if du.get_rank() == 0:
-            final = {"model": export_state_dict(self.model), "iteration": trainer.iter}
-            final.update(extra or {})
-            save_atomic(final, self.final_file)
+            from frcnn.model_file import ModelFile
+
+            ModelFile.from_flat(export_state_dict(self.model),
+                                {"iteration": trainer.iter, **(extra or {})}).save(self.final_file)
         du.barrier()

@@ -3,7 +3,6 @@
 all_boxes[cls][img]: [D, 5] (x1, y1, x2, y2, score), 0-based original-image pixels, class 0 unused.
 """
 import os
-import pickle
 
 import numpy as np
 
@@ -17,8 +16,9 @@ def load_detections(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: run tools/test_net.py first (it writes "
                                 "detections.pkl next to the results)")
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    from frcnn.safe_io import load_pickle
+
+    return load_pickle(path, "detections file")
 
 
 def apply_nms(all_boxes, thresh):

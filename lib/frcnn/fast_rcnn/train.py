@@ -16,6 +16,7 @@ from frcnn.engine import (Checkpointer, FiniteLossCheck, FirstStepGradCheck, LRS
                           MetricsPrinter, Snapshot, TensorBoard, Trainer, run_signature)
 from frcnn.engine.checkpoint import export_state_dict, final_path, find_snapshot, snapshot_path
 from frcnn.engine.hooks import step_lr
+from frcnn.model_file import load_weights  # noqa: F401  (the state dict of a final file)
 from frcnn.utils import distributed as du
 
 
@@ -253,12 +254,6 @@ def _run_summary(model, solver, ims_per_batch, iter_size, world, n_frozen, devic
             + (f" x {world} processes ({solver.lr_scaling})" if world > 1 else "")
             + f", {n_train} trainable params, {n_frozen} frozen tensors, "
             f"device {device}" + (f", amp {str(amp).replace('torch.', '')}" if amp else ""))
-
-
-def load_weights(path):
-    """The state dict inside a final file or a snapshot written by train_model."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state["model"] if isinstance(state, dict) and "model" in state else state
 
 
 __all__ = ["CaffeSGD", "SolverParams", "freeze", "build_optimizer", "step_lr", "train_model",

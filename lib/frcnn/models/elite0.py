@@ -134,7 +134,9 @@ class Elite0(nn.Module):
 
     def load_imagenet(self, path):
         """Load the package's state dict (keys like `_blocks.3._bn1.weight`); extra layers skipped."""
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        from frcnn.safe_io import load_torch
+
+        sd = load_torch(path, "weights file")
         self.load_state_dict(convert_state_dict(sd, self.state_dict().keys()), strict=True)
 
     def forward(self, x):

@@ -82,7 +82,9 @@ def convert_to_state_dict(path, pixel_means=CAFFE_PIXEL_MEANS):
         raise FileNotFoundError(f"weights file {path} not found (see data/README for the fetch scripts)")
     if path.endswith(".caffemodel"):
         return convert_caffemodel(path)
-    sd = torch.load(path, map_location="cpu", weights_only=False)
+    from frcnn.safe_io import load_torch
+
+    sd = load_torch(path, "weights file")
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict):

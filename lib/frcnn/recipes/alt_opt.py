@@ -61,7 +61,7 @@ def _under(key, names):
 def load_parts(model, path, parts, fresh=()):
     """Copy the weights of the model parts `parts` ("backbone", "rpn", "head") from the model
     file `path` into `model`, except the layers in `fresh` (e.g. "head.cls_score"). -> count."""
-    from frcnn.fast_rcnn.train import load_weights
+    from frcnn.model_file import load_weights
 
     src = load_weights(path)
     own = model.state_dict()
@@ -154,11 +154,10 @@ class AltOpt:
         if not (self.resume and os.path.exists(path)):
             return False
         if path.endswith(".pth"):  # a stage model of another seed must not be reused silently
-            import torch
-
             from frcnn.engine import ConfigMismatch
+            from frcnn.model_file import ModelFile
 
-            old = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("seed")
+            old = ModelFile.load(path, mmap=True).seed
             if old is not None and int(old) != self.seed:
                 raise ConfigMismatch(
                     f"{path} was trained with seed {old}, this run has seed {self.seed}: give the "
@@ -210,8 +209,7 @@ class AltOpt:
 
         roidb = get_training_roidb(self.imdb, cfg)
         if stage.proposals:
-            with open(self.proposals_file(stage.proposals), "rb") as f:
-                roidb = merge_proposals(roidb, pickle.load(f))
+            roidb = merge_proposals(roidb, self.proposals_file(stage.proposals))
         roidb = filter_roidb(roidb, cfg)
         if stage.kind == "fast_rcnn":
             means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
@@ -274,12 +272,10 @@ class AltOpt:
         model = self.build(("rpn", "head"))
         for part, stage_name in FINAL_PARTS:
             load_parts(model, self.weights_file(stage_name), (part,))
-        state = {"model": model.state_dict()}
-        state.update(self.meta())
         if du.is_main_process():
-            from frcnn.engine.checkpoint import save_atomic
+            from frcnn.model_file import ModelFile
 
-            save_atomic(state, out)
+            ModelFile.from_flat(model.state_dict(), self.meta()).save(out)
             print(f"final model: {out}")
         du.barrier()
         return out

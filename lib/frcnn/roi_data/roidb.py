@@ -6,7 +6,6 @@ Entry keys: 'image' (path), 'index' (image id), 'width', 'height', 'flipped',
 'max_overlaps' [G] float32, 'max_classes' [G] int64.
 """
 import os
-import pickle
 
 import numpy as np
 
@@ -125,8 +124,9 @@ def merge_proposals(roidb, proposals_per_image):
     are replaced. Returns a new list.
     """
     if isinstance(proposals_per_image, (str, os.PathLike)):
-        with open(proposals_per_image, "rb") as f:
-            proposals_per_image = pickle.load(f)
+        from frcnn.safe_io import load_pickle
+
+        proposals_per_image = load_pickle(proposals_per_image, "proposals file")
     if isinstance(proposals_per_image, dict):
         by_index = proposals_per_image
     else:
@@ -210,10 +210,14 @@ def load_proposals(src, num_images, min_size=2, clean=True, imdb=None):
         if not os.path.exists(src):
             raise FileNotFoundError(f"proposal file {src} not found: make it with "
                                     "tools/selective_search.py or tools/rpn_generate.py")
-        with open(src, "rb") as f:
-            src = pickle.load(f)
+        from frcnn.safe_io import load_pickle
+
+        src = load_pickle(src, "proposals file")
+    if isinstance(src, dict) and "boxes" in src:  # {'boxes': [...], 'scores': [...], ...}
+        src = src["boxes"]
     if isinstance(src, dict):
-        raise ValueError(f"{where}: expected a list of per-image arrays (imdb order), got a dict")
+        raise ValueError(f"{where}: expected a list of per-image arrays (imdb order) or a dict "
+                         f"with 'boxes', got a dict of {sorted(map(str, src))[:4]}")
     if len(src) < num_images:
         raise ValueError(f"{where} has {len(src)} entries for {num_images} images: generate "
                          "proposals for this image set")
