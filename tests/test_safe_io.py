@@ -244,7 +244,7 @@ def test_snapshot_checksum_catches_changed_content(tmp_path, capsys):
     opt = CaffeSGD(lin.parameters(), lr=0.1)
     ck = Checkpointer(str(tmp_path), "lin", lin, opt, run_signature(**SIG))
     for it in (1, 2):
-        ck.save(types.SimpleNamespace(iter=it, iter_size=1))
+        ck.save(types.SimpleNamespace(iter=it, iter_size=1, state_dict=dict))
     newest = str(tmp_path / "lin_iter_2.pth")
     state = load_torch(newest, "snapshot")
     assert state["checksum"] == content_checksum(state)

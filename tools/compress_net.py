@@ -16,7 +16,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from frcnn.cli import add_common_args, setup_cfg, threads_note
+from frcnn.cli import add_common_args, setup_cfg, threads_note, run_main
 
 
 def parse_args(argv=None):
@@ -158,4 +158,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

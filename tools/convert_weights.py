@@ -15,7 +15,7 @@ import sys
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import torch
-from _init_paths import TrustFile
+from frcnn.cli import TrustFile, run_main
 
 from frcnn.models.weights import convert_to_state_dict
 
@@ -48,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

@@ -16,7 +16,7 @@ import pickle
 import sys
 
 import _init_paths  # noqa: F401
-from frcnn.cli import add_common_args, setup_cfg
+from frcnn.cli import add_common_args, setup_cfg, run_main
 
 
 def parse_args(argv=None):
@@ -116,4 +116,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))

@@ -13,7 +13,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from frcnn.cli import add_common_args, setup_cfg
+from frcnn.cli import add_common_args, setup_cfg, run_main
 
 
 def parse_args(argv=None):
@@ -59,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))
