@@ -4,6 +4,8 @@ A threshold t keeps the detections with score >= t; TP/FP come from voc_eval's m
 IoU > 0.5 over all detections (so a detection's status does not depend on t), recall is over
 the non-difficult objects. The F1-best threshold is the highest t reaching the best F1.
 """
+import os
+
 import numpy as np
 
 
@@ -46,3 +48,23 @@ def f1_thresholds(evalset):
     npos = sum(evalset.npos(c) for c in evalset.classes)
     curves["all"] = pr_vs_threshold(pooled[:, 0], pooled[:, 1], pooled[:, 2], npos)
     return {"per_class": per_class, "overall": best_f1(*curves["all"]), "curves": curves}
+
+
+def store_draw_thresh(model_path, metrics):
+    """Writes the F1-best score thresholds into a model file written by the training tools
+    ('draw_thresh': overall, 'draw_thresh_per_class'), atomically; the weights are untouched.
+    -> True when written (files without the tools' metadata dict are left alone)."""
+    import torch
+
+    best = metrics["f1_best"]
+    if best["overall"]["threshold"] is None or not model_path or not os.path.isfile(model_path):
+        return False
+    raw = torch.load(model_path, map_location="cpu", weights_only=False)
+    if not (isinstance(raw, dict) and "model" in raw):
+        return False
+    raw["draw_thresh"] = best["overall"]["threshold"]
+    raw["draw_thresh_per_class"] = {c: v["threshold"] for c, v in best["per_class"].items()}
+    tmp = model_path + ".tmp"
+    torch.save(raw, tmp)
+    os.replace(tmp, model_path)
+    return True

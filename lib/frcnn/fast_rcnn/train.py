@@ -16,6 +16,7 @@ from frcnn.engine import (Checkpointer, FiniteLossCheck, FirstStepGradCheck, LRS
                           MetricsPrinter, Snapshot, TensorBoard, Trainer, run_signature)
 from frcnn.engine.checkpoint import export_state_dict, final_path, find_snapshot, snapshot_path
 from frcnn.engine.hooks import step_lr
+from frcnn.engine.results_csv import ResultsCSV
 from frcnn.utils import distributed as du
 
 
@@ -230,7 +231,8 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
     trainer.register_hooks([lr, finite, FirstStepGradCheck(prefix),
                             MetricsPrinter(prefix, lr, progress), TensorBoard(tb_dir, prefix, lr),
-                            Snapshot(ckpt, solver.snapshot_iters, finite, extra)] + list(hooks))
+                            Snapshot(ckpt, solver.snapshot_iters, finite, extra),
+                            ResultsCSV(output_dir, prefix, lr)] + list(hooks))
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
