@@ -145,3 +145,18 @@ def test_results_csv_and_training_png(tmp_path):
     png = plot_training(str(tmp_path))
     assert os.path.getsize(png) > 5000
     assert np.isfinite(rows[0]["lr"])
+
+
+def test_report_renders_in_chromium(report):
+    from frcnn.evaluation.browser import check_page, find_chromium
+
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium: `apt-get install chromium` (.ci/run does) to check that "
+                    "report.html renders")
+    _, out, _, _ = report
+    state = check_page(os.path.join(out, "report.html"), browser)
+    assert state["errors"] == []
+    assert len(state["images"]) == len(PNGS)
+    for im in state["images"]:
+        assert im["complete"] and im["width"] > 300 and im["height"] > 200, im
