@@ -175,7 +175,11 @@ def after_test_net(imdb, output_dir, net, model_path, cfg, cfg_file=None, timing
     run = {"net": net, "model": model_path, "imdb_spec": imdb_spec, "cfg_file": cfg_file, "cfg_text": cfg_text,
            "settings": {k: _cfg_value(cfg, k) for k in SHOWN_SETTINGS},
            "timings": timings or {}}
-    metrics = write_report(imdb, output_dir, run=run)
+    try:
+        metrics = write_report(imdb, output_dir, run=run)
+    except ImportError as e:  # pycocotools or matplotlib missing: test_net's results stand
+        print(f"no report: {e}")
+        return None
     if store_draw_thresh(model_path, metrics):
         print(f"F1-best score {metrics['draw_thresh']:.3f} stored in {model_path} (the default "
               "drawing threshold of tools/detect.py and Detector)")
