@@ -110,7 +110,7 @@ def test_f1_threshold_goes_into_the_model_file(tmp_path):
 
 
 def test_results_csv_and_training_png(tmp_path):
-    from frcnn.engine.results_csv import ResultsCSV, plot_training, read_csv
+    from frcnn.engine.results_csv import ResultsCSV, plot_training, read_csv, training_times
     from frcnn.engine.trainer import Trainer
 
     class Lr:
@@ -142,6 +142,8 @@ def test_results_csv_and_training_png(tmp_path):
     assert rows[0]["total_loss"] == pytest.approx(rows[0]["a_loss"] + rows[0]["b_loss"], rel=1e-6)
     assert rows[-1]["a_loss"] < rows[0]["a_loss"]  # it learns
     assert [r["iteration"] for r in read_csv(str(tmp_path / "stage2_results.csv"))] == [5, 10, 15]
+    times = training_times(str(tmp_path))
+    assert list(times) == ["stage1", "stage2"] and all(v > 0 for v in times.values())
     png = plot_training(str(tmp_path))
     assert os.path.getsize(png) > 5000
     assert np.isfinite(rows[0]["lr"])

@@ -140,3 +140,15 @@ def training_png(model_path):
         return plot_training(folder)
     except ImportError:
         return None
+
+
+def training_times(folder):
+    """{run name: seconds} from the s/iter column of each *_results.csv of a folder."""
+    out = {}
+    for p in sorted(glob.glob(os.path.join(folder, "*_results.csv")), key=os.path.getmtime):
+        rows, prev, total = read_csv(p), 0.0, 0.0
+        for r in rows:
+            total += r["s_per_iter"] * (r["iteration"] - prev)
+            prev = r["iteration"]
+        out[_run_name(p)] = total
+    return out

@@ -120,7 +120,7 @@ def write_report(imdb, output_dir, all_boxes=None, run=None):
     from frcnn.evaluation.coco_metrics import predictions
     from frcnn.evaluation.report_html import write_html
     from frcnn.fast_rcnn.reval import load_detections
-    from frcnn.engine.results_csv import training_png
+    from frcnn.engine.results_csv import training_png, training_times
 
     t0 = time.perf_counter()
     all_boxes = load_detections(output_dir) if all_boxes is None else all_boxes
@@ -136,6 +136,9 @@ def write_report(imdb, output_dir, all_boxes=None, run=None):
     curves = m.pop("curves")
     metrics.update(m)
     metrics["run"] = dict(metrics.get("run") or {}, **(run or {}))
+    model = metrics["run"].get("model")
+    if model:
+        metrics["run"]["training_s"] = training_times(os.path.dirname(os.path.abspath(model)))
     print_table(metrics)
     _save_json(os.path.join(output_dir, "predictions.json"), predictions(evalset))
     try:

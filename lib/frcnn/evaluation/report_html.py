@@ -29,7 +29,7 @@ READ = {
 CSS = ("body{font-family:sans-serif;max-width:1300px;margin:1em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
        "td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}"
-       "th:first-child,td:first-child{text-align:left}tr.mean{font-weight:bold}"
+       "th:first-child,td:first-child,table.kv td{text-align:left}tr.mean{font-weight:bold}"
        "img{max-width:100%;border:1px solid #ddd}p.read{color:#555;margin:.2em 0 1.2em}"
        "pre{background:#f6f6f6;padding:.5em;font-size:12px;overflow:auto}"
        ".big{font-size:20px}")
@@ -47,8 +47,8 @@ def _num(v, fmt="{:.4f}"):
     return "-" if v is None or v != v else fmt.format(v)
 
 
-def _table(head, rows, mean_last=True):
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
+def _table(head, rows, mean_last=True, css=None):
+    out = [(f'<table class="{css}">' if css else "<table>") + "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
     for i, r in enumerate(rows):
         cls = ' class="mean"' if mean_last and i == len(rows) - 1 else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>")
@@ -79,7 +79,7 @@ def _settings(m):
                                 ("test set", m.get("imdb")), ("cfg file", run.get("cfg_file")))
             if v]
     rows += [[k, json.dumps(v)] for k, v in sorted((run.get("settings") or {}).items())]
-    out = _table(["setting", "value"], rows, mean_last=False)
+    out = _table(["setting", "value"], rows, mean_last=False, css="kv")
     if run.get("cfg_text"):
         out += ("<details><summary>cfg file as used (auto-sized values carry the figures "
                 f"they came from)</summary><pre>{html.escape(run['cfg_text'])}</pre></details>")
@@ -88,9 +88,10 @@ def _settings(m):
 
 def _timings(m):
     run = m.get("run", {})
-    rows = [[k, v] for k, v in (run.get("timings") or {}).items()]
+    rows = [[f"training {k}", f"{v:.1f} s"] for k, v in (run.get("training_s") or {}).items()]
+    rows += [[k, v] for k, v in (run.get("timings") or {}).items()]
     rows.append(["report (this page and its figures)", f"{run.get('report_s', 0):.1f} s"])
-    return _table(["step", "time"], rows, mean_last=False)
+    return _table(["step", "time"], rows, mean_last=False, css="kv")
 
 
 def _tide_table(t):
