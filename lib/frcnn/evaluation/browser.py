@@ -18,10 +18,14 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 PROBE = """<script>
 var frcnnErrors = [];
 window.addEventListener('error', function (e) {
-  frcnnErrors.push(e.message || ('failed to load ' + (e.target && (e.target.alt || e.target.src || '')).slice(0, 80)));
+  var what = e.target && (e.target.alt || e.target.src || '');
+  frcnnErrors.push(e.message || ('failed to load ' + String(what).slice(0, 80)));
 }, true);
 var origError = console.error;
-console.error = function () { frcnnErrors.push(Array.prototype.join.call(arguments, ' ')); origError.apply(console, arguments); };
+console.error = function () {
+  frcnnErrors.push(Array.prototype.join.call(arguments, ' '));
+  origError.apply(console, arguments);
+};
 window.addEventListener('load', function () {
   var imgs = Array.prototype.map.call(document.images, function (im) {
     return {alt: im.alt, complete: im.complete, width: im.naturalWidth, height: im.naturalHeight};

@@ -175,8 +175,8 @@ def after_test_net(imdb, output_dir, net, model_path, cfg, cfg_file=None, timing
     if cfg_file and os.path.isfile(cfg_file):
         with open(cfg_file) as f:
             cfg_text = f.read()
-    run = {"net": net, "model": model_path, "imdb_spec": imdb_spec, "cfg_file": cfg_file, "cfg_text": cfg_text,
-           "settings": {k: _cfg_value(cfg, k) for k in SHOWN_SETTINGS},
+    run = {"net": net, "model": model_path, "imdb_spec": imdb_spec, "cfg_file": cfg_file,
+           "cfg_text": cfg_text, "settings": {k: _cfg_value(cfg, k) for k in SHOWN_SETTINGS},
            "timings": timings or {}}
     try:
         metrics = write_report(imdb, output_dir, run=run)

@@ -48,7 +48,8 @@ def _num(v, fmt="{:.4f}"):
 
 
 def _table(head, rows, mean_last=True, css=None):
-    out = [(f'<table class="{css}">' if css else "<table>") + "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
+    out = [(f'<table class="{css}">' if css else "<table>") + "<tr>"
+           + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
     for i, r in enumerate(rows):
         cls = ' class="mean"' if mean_last and i == len(rows) - 1 else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>")
@@ -112,15 +113,14 @@ def render(m, figures):
         f" &middot; AP50 area {_num(m['mean']['AP50'])} &middot; COCO AP@[.5:.95] "
         f"{_num(m['coco']['mean']['AP'])} &middot; best F1 {_num(thr['f1'])} at score "
         f"{_num(thr['threshold'], '{:.3f}')}</p>",
-        "<h2>Settings</h2>", _settings(m),
-        f"<h2>Data</h2><p>{d['images']} test images.</p>",
-        _table(["class", "objects", "difficult (ignored)"], data_rows),
-        "<h2>Timings</h2>", _timings(m),
         "<h2>Metrics</h2><p class=\"read\">VOC columns match at IoU &gt; 0.5 (+1 pixel rule); "
         "COCO columns are pycocotools' (IoU &ge; t, 101 recall points, boxes with the same +1 "
         "rule); best F1 is at the score threshold shown.</p>", _table(head, rows),
         "<h2>Where the AP was lost</h2>", _tide_table(m["tide"]),
-        "<h2>Figures</h2>"] + [_img(p) for p in figures]
+        f"<h2>Data</h2><p>{d['images']} test images.</p>",
+        _table(["class", "objects", "difficult (ignored)"], data_rows),
+        "<h2>Figures</h2>"] + [_img(p) for p in figures] + [
+        "<h2>Settings</h2>", _settings(m), "<h2>Timings</h2>", _timings(m)]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Faster R-CNN "
             f"report</title><style>{CSS}</style></head><body>" + "\n".join(parts)
             + "</body></html>\n")

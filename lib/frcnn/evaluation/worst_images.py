@@ -102,8 +102,9 @@ def _tile(evalset, per_image, im, count):
         scale = min(TILE_W / img.shape[1], TILE_H / img.shape[0], 3.0)
         img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
         tile[TITLE_H:TITLE_H + img.shape[0], :img.shape[1]] = img
-    cv2.putText(tile, f"{im}: {count} error" + ("s" if count != 1 else ""), (4, TITLE_H - 8), cv2.FONT_HERSHEY_SIMPLEX,
-                0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    title = f"{im}: {count} error" + ("s" if count != 1 else "")
+    cv2.putText(tile, title, (4, TITLE_H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
+                cv2.LINE_AA)
     xy = lambda b: ((int((b[0] - 1) * scale), int((b[1] - 1) * scale) + TITLE_H),  # noqa: E731
                     (int(b[2] * scale), int(b[3] * scale) + TITLE_H))
     gb, gl, gd = evalset.image_gts(im)
