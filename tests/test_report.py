@@ -162,3 +162,16 @@ def test_report_renders_in_chromium(report):
     assert len(state["images"]) == len(PNGS)
     for im in state["images"]:
         assert im["complete"] and im["width"] > 300 and im["height"] > 200, im
+
+
+def test_unwritable_model_keeps_its_file(tmp_path, capsys):
+    from frcnn.evaluation.thresholds import store_draw_thresh
+
+    path = tmp_path / "m_final.pth"
+    torch.save({"model": {"w": torch.ones(1)}}, path)
+    before = path.read_bytes()
+    (tmp_path / "m_final.pth.tmp").mkdir()  # the write fails (as on a read-only folder)
+    best = {"overall": {"threshold": 0.4}, "per_class": {}}
+    assert not store_draw_thresh(str(path), {"f1_best": best})
+    assert "--thresh 0.400" in capsys.readouterr().out
+    assert path.read_bytes() == before

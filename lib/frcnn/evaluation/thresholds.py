@@ -65,6 +65,11 @@ def store_draw_thresh(model_path, metrics):
     raw["draw_thresh"] = best["overall"]["threshold"]
     raw["draw_thresh_per_class"] = {c: v["threshold"] for c, v in best["per_class"].items()}
     tmp = model_path + ".tmp"
-    torch.save(raw, tmp)
-    os.replace(tmp, model_path)
+    try:
+        torch.save(raw, tmp)
+        os.replace(tmp, model_path)
+    except OSError as e:  # a read-only model: the threshold stays in metrics.json only
+        print(f"warning: {model_path}: F1-best threshold not stored ({e}); pass --thresh "
+              f"{raw['draw_thresh']:.3f} to tools/detect.py")
+        return False
     return True
