@@ -68,7 +68,7 @@ def store_draw_thresh(model_path, metrics):
     try:
         torch.save(raw, tmp)
         os.replace(tmp, model_path)
-    except OSError as e:  # a read-only model: the threshold stays in metrics.json only
+    except (OSError, RuntimeError) as e:  # not writable (torch: RuntimeError); metrics.json has it
         print(f"warning: {model_path}: F1-best threshold not stored ({e}); pass --thresh "
               f"{raw['draw_thresh']:.3f} to tools/detect.py")
         return False
