@@ -69,6 +69,8 @@ def store_draw_thresh(model_path, metrics):
         torch.save(raw, tmp)
         os.replace(tmp, model_path)
     except (OSError, RuntimeError) as e:  # not writable (torch: RuntimeError); metrics.json has it
+        if os.path.isfile(tmp):
+            os.remove(tmp)
         print(f"warning: {model_path}: F1-best threshold not stored ({e}); pass --thresh "
               f"{raw['draw_thresh']:.3f} to tools/detect.py")
         return False
