@@ -86,6 +86,11 @@ def test_report_tool_rebuilds_and_errors(report, tmp_path):
     assert again["tide"] == json.loads(json.dumps(m["tide"]))
     p = run_tool(str(tmp_path))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+    again["data"]["objects"]["dog"] = 3  # as if the test set were built with other settings
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(again, f)
+    p = run_tool(out, "--set", "DATA_DIR", cfg.DATA_DIR)
+    assert p.returncode == 2 and "test_net evaluated" in p.stderr and "--cfg" in p.stderr
 
 
 def test_f1_threshold_goes_into_the_model_file(tmp_path):

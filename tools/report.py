@@ -4,8 +4,9 @@ running the model.
 
   python tools/report.py output/<EXP_DIR>/<imdb>/<model>/ [--imdb NAME] [--cfg yml] [--set K V ...]
 
-Reads <folder>/detections.pkl and metrics.json (the test set's name and the run's settings),
-rewrites metrics.json, predictions.json, the figures and report.html, and prints the page's path.
+Reads <folder>/detections.pkl and metrics.json (the test set, test_net's --cfg and --set, which
+are used unless --cfg / --set are given), rewrites metrics.json, predictions.json, the figures
+and report.html, and prints the page's path.
 """
 import argparse
 import json
@@ -36,11 +37,16 @@ def main(argv=None):
         raise ConfigError(f"{det}: no detections here; give the folder test_net printed "
                           "('results in ...') or run tools/test_net.py first")
     metrics_path = os.path.join(folder, "metrics.json")
-    name = args.imdb
-    if name is None and os.path.isfile(metrics_path):
+    name = None
+    run = {}
+    if os.path.isfile(metrics_path):
         with open(metrics_path) as f:
             saved = json.load(f)
-        name = (saved.get("run") or {}).get("imdb_spec") or saved.get("imdb")
+        run = saved.get("run") or {}
+        name = run.get("imdb_spec") or saved.get("imdb")
+    name = args.imdb or name
+    if args.cfg_file is None and args.set_cfgs is None:  # test_net's own settings
+        args.cfg_file, args.set_cfgs = run.get("cfg_file"), run.get("set_cfgs")
     if not name:
         raise ConfigError(f"{metrics_path}: does not name the test set; pass --imdb NAME")
     cfg = setup_cfg(args)

@@ -121,7 +121,8 @@ def main(argv=None):
         after_test_net(imdb, out, args.net, args.model, cfg, args.cfg_file, {
             "im_detect": f"{1000 * timings['im_detect']:.1f} ms/image",
             "misc (NMS, ...)": f"{1000 * timings['misc']:.1f} ms/image",
-            "test_net until the report": f"{time.perf_counter() - t0:.1f} s"}, args.imdb)
+            "test_net until the report": f"{time.perf_counter() - t0:.1f} s"}, args.imdb,
+            args.set_cfgs)
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
     du.cleanup()
     return mAP

@@ -133,6 +133,12 @@ def write_report(imdb, output_dir, all_boxes=None, run=None):
     with open(path) as f:
         metrics = json.load(f)
     m = compute(evalset)
+    if metrics.get("data") and metrics["data"] != json.loads(json.dumps(m["data"])):
+        from frcnn.errors import ConfigError
+
+        raise ConfigError(f"{path}: the test set now has {m['data']['objects']} objects, test_net "
+                          f"evaluated {metrics['data']['objects']}; give the --cfg / --set "
+                          "test_net was given, or run test_net again")
     curves = m.pop("curves")
     metrics.update(m)
     metrics["run"] = dict(metrics.get("run") or {}, **(run or {}))
@@ -166,9 +172,10 @@ def _cfg_value(cfg, key):
 
 
 def after_test_net(imdb, output_dir, net, model_path, cfg, cfg_file=None, timings=None,
-                   imdb_spec=None):
+                   imdb_spec=None, set_cfgs=None):
     """test_net.py's last step: the report, and the F1-best threshold into the model file.
-    imdb_spec: the --imdb given (what tools/report.py hands get_imdb to rebuild the page)."""
+    imdb_spec, cfg_file, set_cfgs: test_net's --imdb, --cfg and --set, which tools/report.py
+    uses to build the same test set again."""
     from frcnn.evaluation.thresholds import store_draw_thresh
 
     cfg_text = None
@@ -176,6 +183,7 @@ def after_test_net(imdb, output_dir, net, model_path, cfg, cfg_file=None, timing
         with open(cfg_file) as f:
             cfg_text = f.read()
     run = {"net": net, "model": model_path, "imdb_spec": imdb_spec, "cfg_file": cfg_file,
+           "set_cfgs": list(set_cfgs or []),
            "cfg_text": cfg_text, "settings": {k: _cfg_value(cfg, k) for k in SHOWN_SETTINGS},
            "timings": timings or {}}
     try:

@@ -53,7 +53,7 @@ def worst_images(per_image, n=8):
     return counts[:n]
 
 
-TILE_W, TILE_H, TITLE_H, LEGEND_H = 480, 360, 26, 34
+TILE_AREA, TITLE_H, LEGEND_H = 480 * 400, 26, 34
 FONT = 0.45
 
 
@@ -91,15 +91,24 @@ def _rect(canvas, p1, p2, colour, dashed):
                      (int(a[0] + (b[0] - a[0]) * e), int(a[1] + (b[1] - a[1]) * e)), colour, 2)
 
 
-def _tile(evalset, per_image, im, count):
-    """One image scaled into TILE_W x TILE_H with its gt (dashed) and predictions (solid)."""
+def _tile_size(images):
+    """(width, height) of the tiles: TILE_AREA pixels at the images' median aspect ratio."""
+    aspects = [im.shape[1] / im.shape[0] for im in images if im is not None] or [4 / 3]
+    a = float(np.clip(np.median(aspects), 0.5, 2.0))
+    return int(round((TILE_AREA * a) ** 0.5)), int(round((TILE_AREA / a) ** 0.5))
+
+
+def _tile(evalset, per_image, im, count, img, size):
+    """One image scaled into `size` (w, h) with its gt (dashed) and predictions (solid):
+    right predictions labelled above their box, wrong ones inside it (an error on a found
+    object does not hide the right label), gt below."""
     import cv2
 
-    tile = np.full((TILE_H + TITLE_H, TILE_W, 3), 255, np.uint8)
-    img = cv2.imread(evalset.image_paths.get(im, ""))
+    tile_w, tile_h = size
+    tile = np.full((tile_h + TITLE_H, tile_w, 3), 255, np.uint8)
     scale = 1.0
     if img is not None:
-        scale = min(TILE_W / img.shape[1], TILE_H / img.shape[0], 3.0)
+        scale = min(tile_w / img.shape[1], tile_h / img.shape[0], 3.0)
         img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
         tile[TITLE_H:TITLE_H + img.shape[0], :img.shape[1]] = img
     title = f"{im}: {count} error" + ("s" if count != 1 else "")
@@ -115,12 +124,12 @@ def _tile(evalset, per_image, im, count):
         _rect(tile, p1, p2, colour, True)
         name = evalset.classes[gl[j]] + (" (difficult)" if gd[j] else "")
         _label(tile, ("missed " if j in missed else "gt ") + name, p1[0], p2[1], colour, True)
-    for c, s, b, kind in per_image[im]["dets"]:
+    for c, s, b, kind in sorted(per_image[im]["dets"], key=lambda d: d[3] != "tp"):  # errors on top
         colour = _bgr(TP_COLOUR if kind == "tp" else TIDE_COLOURS[kind])
         p1, p2 = xy(b)
         _rect(tile, p1, p2, colour, False)
         _label(tile, f"{c} {s:.2f}" + ("" if kind == "tp" else f" {kind.upper()}"), p1[0],
-               p1[1], colour)
+               p1[1], colour, below=kind != "tp")
     return tile
 
 
@@ -145,7 +154,9 @@ def plot_worst_images(evalset, per_image, worst, path, cols=4):
     ms, where matplotlib took seconds)."""
     import cv2
 
-    tiles = [_tile(evalset, per_image, im, n) for im, n in worst]
+    images = [cv2.imread(evalset.image_paths.get(im, "")) for im, _ in worst]
+    size = _tile_size(images)
+    tiles = [_tile(evalset, per_image, im, n, img, size) for (im, n), img in zip(worst, images)]
     cols = min(cols, len(tiles))
     blank = np.full_like(tiles[0], 255)
     tiles += [blank] * (-len(tiles) % cols)
