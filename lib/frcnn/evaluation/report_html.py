@@ -79,7 +79,8 @@ def _settings(m):
     rows = [[k, v] for k, v in (("net", run.get("net")), ("model", run.get("model")),
                                 ("test set", m.get("imdb")), ("cfg file", run.get("cfg_file")))
             if v]
-    rows += [[k, json.dumps(v)] for k, v in sorted((run.get("settings") or {}).items())]
+    rows += [[k, v if isinstance(v, str) else json.dumps(v)]
+             for k, v in sorted((run.get("settings") or {}).items())]
     out = _table(["setting", "value"], rows, mean_last=False, css="kv")
     if run.get("cfg_text"):
         out += ("<details><summary>cfg file as used (auto-sized values carry the figures "
