@@ -116,6 +116,7 @@ def test_f1_threshold_goes_into_the_model_file(tmp_path):
 
 def test_results_csv_and_training_png(tmp_path):
     from frcnn.engine.results_csv import ResultsCSV, plot_training, read_csv, training_times
+    from frcnn.engine.hooks import PeriodicEval
     from frcnn.engine.trainer import Trainer
 
     class Lr:
@@ -135,7 +136,10 @@ def test_results_csv_and_training_png(tmp_path):
         data = iter(lambda: {"images": z, "im_info": z, "gt_boxes": [z], "image_ids": ["x"]},
                     None)
         t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), data, window=5)
-        t.register_hooks([ResultsCSV(str(tmp_path), prefix, Lr(), plot=False)])
+        hooks = [ResultsCSV(str(tmp_path), prefix, Lr(), plot=False)]
+        if prefix == "stage1":  # --eval-every 10: its numbers land in the rows of 10 and 20
+            hooks.append(PeriodicEval(10, lambda m: {"mAP": m.w.sum().item()}, prefix))
+        t.register_hooks(hooks)
         t.train(start, stop)
 
     run("stage1", 0, 20)
@@ -146,6 +150,8 @@ def test_results_csv_and_training_png(tmp_path):
     assert set(rows[0]) >= {"iteration", "total_loss", "a_loss", "b_loss", "lr", "s_per_iter"}
     assert rows[0]["total_loss"] == pytest.approx(rows[0]["a_loss"] + rows[0]["b_loss"], rel=1e-6)
     assert rows[-1]["a_loss"] < rows[0]["a_loss"]  # it learns
+    assert np.isnan(rows[0]["val_mAP"]) and np.isnan(rows[2]["val_mAP"])
+    assert 0 < rows[3]["val_mAP"] < rows[1]["val_mAP"]  # w shrinks towards 0
     assert [r["iteration"] for r in read_csv(str(tmp_path / "stage2_results.csv"))] == [5, 10, 15]
     times = training_times(str(tmp_path))
     assert list(times) == ["stage1", "stage2"] and all(v > 0 for v in times.values())
