@@ -186,3 +186,18 @@ def test_unwritable_model_keeps_its_file(tmp_path, capsys):
     assert not store_draw_thresh(str(path), {"f1_best": best})
     assert "--thresh 0.400" in capsys.readouterr().out
     assert path.read_bytes() == before
+
+
+def test_report_of_a_model_that_finds_nothing(toy):  # noqa: F811
+    from frcnn.datasets.voc_folder import voc_folder
+    from frcnn.evaluation.report import write_report
+
+    root, cfg, all_boxes, tmp = toy
+    empty = [[np.zeros((0, 5), np.float32) for _ in per_image] for per_image in all_boxes]
+    out = str(tmp / "empty")
+    os.makedirs(out)
+    m = write_report(voc_folder(root, "test", cfg), out, empty)
+    assert m["coco"]["mean"]["AP"] == 0.0 and m["f1_best"]["overall"]["threshold"] is None
+    assert m["tide"]["count"]["missed"] == 3 and m["tide"]["dAP"]["missed"] == pytest.approx(100)
+    assert m["confusion"]["matrix"] == [[0, 0, 2], [0, 0, 1], [0, 0, 0]]
+    assert os.path.exists(os.path.join(out, "report.html"))

@@ -59,7 +59,8 @@ def plot_pr_all(curves, path):
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(f"precision-recall at IoU > 0.5 (area AP, mean {mean:.3f})", fontsize=10)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn when there are no detections
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -89,7 +90,8 @@ def plot_score_curves(curves, best, path):
     if best["threshold"] is not None:
         axes[2].set_title(f"F1 against the score threshold (best {best['f1']:.3f} "
                           f"at {best['threshold']:.2f})", fontsize=10)
-    axes[2].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
