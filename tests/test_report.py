@@ -112,6 +112,16 @@ def test_f1_threshold_goes_into_the_model_file(tmp_path):
     for k, v in m.state_dict().items():
         assert torch.equal(raw["model"][k], v)
     assert raw["draw_thresh_per_class"] == {"circle": 0.5}
+    import cv2
+
+    im = str(tmp_path / "im.jpg")
+    cv2.imwrite(im, np.random.default_rng(0).integers(0, 255, (160, 200, 3), dtype=np.uint8))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "detect.py"), "--model", path,
+                        im, "--out", str(tmp_path / "d.json")], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert ">= 0.37)" in p.stdout  # detect.py draws from the stored threshold
 
 
 def test_results_csv_and_training_png(tmp_path):
