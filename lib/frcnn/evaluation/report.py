@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from frcnn.datasets.voc_eval import voc_ap
+from frcnn.evaluation.coco_metrics import coco_metrics
 from frcnn.evaluation.confusion import confusion_matrix
 from frcnn.evaluation.evalset import EvalSet, area_ap, nanmean
 from frcnn.evaluation.thresholds import f1_thresholds
@@ -45,8 +46,6 @@ def compute(evalset):
     thr = f1["overall"]["threshold"]
     thr = 0.5 if thr is None else thr
     errors = classify_errors(evalset)
-    from frcnn.evaluation.coco_metrics import coco_metrics
-
     return {
         "voc07": {"per_class": {c: v[0] for c, v in voc.items()},
                   "mean": nanmean([v[0] for v in voc.values()])},
