@@ -211,3 +211,14 @@ def test_report_of_a_model_that_finds_nothing(toy):  # noqa: F811
     assert m["tide"]["count"]["missed"] == 3 and m["tide"]["dAP"]["missed"] == pytest.approx(100)
     assert m["confusion"]["matrix"] == [[0, 0, 2], [0, 0, 1], [0, 0, 0]]
     assert os.path.exists(os.path.join(out, "report.html"))
+
+
+def test_page_lists_the_auto_sized_values_with_their_source(report):
+    from frcnn.evaluation.report_html import write_html
+
+    m, out, _, _ = report
+    m["run"]["cfg_text"] = ("# chosen by frcnn.autocfg\n# images: 4, short side median 100 px -> "
+                            "TRAIN/TEST.SCALES (96,)\nTRAIN:\n  SCALES: [96]\n")
+    page = open(write_html(out, m)).read()
+    assert "<li>images: 4, short side median 100 px -&gt; TRAIN/TEST.SCALES (96,)</li>" in page
+    assert "<li>chosen by" not in page and "SCALES: [96]" in page

@@ -82,9 +82,14 @@ def _settings(m):
     rows += [[k, v if isinstance(v, str) else json.dumps(v)]
              for k, v in sorted((run.get("settings") or {}).items())]
     out = _table(["setting", "value"], rows, mean_last=False, css="kv")
-    if run.get("cfg_text"):
-        out += ("<details><summary>cfg file as used (auto-sized values carry the figures "
-                f"they came from)</summary><pre>{html.escape(run['cfg_text'])}</pre></details>")
+    text = run.get("cfg_text") or ""
+    notes = [ln[2:] for ln in text.splitlines() if ln.startswith("# ") and "->" in ln]
+    if notes:  # tools/auto_cfg.py writes each sized value with the figures it came from
+        out += ("<p>Sized from the data (tools/auto_cfg.py):</p><ul>"
+                + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    if text:
+        out += ("<details><summary>cfg file as used</summary>"
+                f"<pre>{html.escape(text)}</pre></details>")
     return out
 
 
