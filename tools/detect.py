@@ -29,8 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--imdb", default=None, help="take class names from this image set")
     p.add_argument("--out", default="detections.json", help="JSON file to write")
     p.add_argument("--vis", default=None, help="folder for PNGs with the detections drawn")
-    p.add_argument("--thresh", type=float, default=0.8, help="min score drawn in --vis PNGs "
-                   "(reference demo: 0.8)")
+    p.add_argument("--thresh", type=float, default=None, help="min score drawn in --vis PNGs "
+                   "(default: the F1-best score test_net stored in the model file, else 0.8)")
     p.add_argument("--score-thresh", type=float, default=None,
                    help="min score written (default cfg TEST.SCORE_THRESH, 0.05)")
     p.add_argument("--nms", type=float, default=None, help="per-class NMS IoU (default TEST.NMS)")
@@ -59,6 +59,7 @@ def main(argv=None):
                              score_thresh=args.score_thresh, nms_thresh=args.nms,
                              max_per_image=args.max_per_image)
     print(f"{det} on {len(images)} image(s)")
+    args.thresh = det.draw_thresh if args.thresh is None else args.thresh
     if args.vis:
         os.makedirs(args.vis, exist_ok=True)
     results, t = [], Timer()

@@ -73,10 +73,10 @@ def main(argv=None):
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg, name)
     print(f"testing {args.model} on {imdb.name} ({imdb.num_images} images), device {cfg.DEVICE}, "
           f"{threads_note()}; results in {out}")
-    t0 = time.perf_counter()
+    t0, timings = time.perf_counter(), {}
     with autocast_context(cfg.DEVICE, amp_dtype(cfg, cfg.DEVICE, args.net)):
         mAP = test_net(model, imdb, cfg, out, max_per_image=args.max_per_image,
-                       proposals=proposals, vis_dir=args.vis)
+                       proposals=proposals, vis_dir=args.vis, timings=timings)
     if du.is_main_process():  # AP@0.75, AP@[.5:.95] per class -> log + <out>/metrics.json
         table = strict_iou_report(imdb, out, voc_map=mAP, extra={
             "model": args.model, "pooling": cfg.POOLING_MODE, "pooling_aligned":
@@ -84,6 +84,13 @@ def main(argv=None):
         if args.map_file:  # the devkit mAP, then AP@0.5 as the area under the PR curve
             with open(args.map_file, "w") as f:
                 f.write(f"{mAP:.4f}\n{table['mean']['AP50']:.4f}\n")
+        from frcnn.evaluation.report import after_test_net  # COCO, confusion, TIDE, report.html
+
+        after_test_net(imdb, out, args.net, args.model, cfg, args.cfg_file, {
+            "im_detect": f"{1000 * timings['im_detect']:.1f} ms/image",
+            "misc (NMS, ...)": f"{1000 * timings['misc']:.1f} ms/image",
+            "test_net until the report": f"{time.perf_counter() - t0:.1f} s"}, args.imdb,
+            args.set_cfgs)
     print(f"test_net total {time.perf_counter() - t0:.1f}s")
     du.cleanup()
     return mAP

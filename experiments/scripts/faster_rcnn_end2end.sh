@@ -25,3 +25,7 @@ set +x
 { read -r MAP; read -r MAP_AREA; } < "$RESULT/map"
 echo "end2end $NET $DATASET: mAP $MAP, AP@0.5 area under the curve $MAP_AREA, on $TEST_IMDB (total $((SECONDS - START))s)"
 echo "model: $NET_FINAL  log: $LOG"
+# test_net's folder: <OUTPUT_DIR>/<EXP_DIR>/<test imdb>/<model name>/, beside the training's
+REPORT=$(ls -t "$(dirname "$(dirname "$NET_FINAL")")"/*/"$(basename "$NET_FINAL" .pth)"/report.html \
+  2>/dev/null | head -1 || true)
+echo "report: ${REPORT:-none (no matplotlib / pycocotools?)} (open it in a browser)"

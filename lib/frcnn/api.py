@@ -137,6 +137,9 @@ def read_any_image(image):
     return np.ascontiguousarray(im)
 
 
+DEFAULT_DRAW_THRESH = 0.8  # the reference demo's; for model files tested before the F1 one
+
+
 class Detector:
     """A trained Faster R-CNN ready to run on images (see the module docstring).
 
@@ -154,6 +157,7 @@ class Detector:
         self.nms_thresh = cfg.TEST.NMS if nms_thresh is None else float(nms_thresh)
         self.max_per_image = cfg.TEST.MAX_PER_IMAGE if max_per_image is None else int(max_per_image)
         self.net = None
+        self.draw_thresh = DEFAULT_DRAW_THRESH  # from_file: the F1-best score test_net stored
 
     @property
     def device(self):
@@ -184,6 +188,8 @@ class Detector:
         model = mf.build(cfg, ("rpn", "head"), device, net=net, num_classes=len(classes))
         det = cls(model, classes, cfg, **thresholds)
         det.net = (net or mf.net).upper()
+        if mf.meta.get("draw_thresh") is not None:
+            det.draw_thresh = float(mf.meta["draw_thresh"])
         return det
 
     def detect_one(self, image, score_thresh=None, nms_thresh=None, max_per_image=None):

@@ -136,13 +136,14 @@ def voc_eval(detpath, annopath, imagesetfile, classname, cachedir, ovthresh=0.5,
 
 
 def match_detections(image_ids, BB, class_recs, ovthresh, detfile="detections",
-                     imagesetfile="the image set"):
+                     imagesetfile="the image set", gt_index=None):
     """VOC matching of detections already sorted by descending score: -> (tp [D], fp [D]).
 
     A detection matches the gt of highest IoU in its image when that IoU > ovthresh (+1 pixel
     convention); a difficult gt makes it neither TP nor FP; a second detection of a matched gt
     is a FP. class_recs[image] = {'bbox' [G, 4], 'difficult' [G] bool}; its 'det' flags are not
-    touched (each call starts with no gt matched).
+    touched (each call starts with no gt matched). gt_index: optional int array [D] that
+    receives each detection's gt of highest IoU in its image (-1 when there is none).
     """
     taken = {k: [False] * len(v["bbox"]) for k, v in class_recs.items()}
     nd = len(image_ids)
@@ -169,6 +170,10 @@ def match_detections(image_ids, BB, class_recs, ovthresh, detfile="detections",
             overlaps = inters / uni
             ovmax = np.max(overlaps)
             jmax = np.argmax(overlaps)
+            if gt_index is not None:
+                gt_index[d] = jmax
+        elif gt_index is not None:
+            gt_index[d] = -1
         if ovmax > ovthresh:
             if not R["difficult"][jmax]:
                 if not taken[image_ids[d]][jmax]:

@@ -16,6 +16,7 @@ from frcnn.engine import (Checkpointer, FiniteLossCheck, FirstStepGradCheck, LRS
                           MetricsPrinter, Snapshot, TensorBoard, Trainer, run_signature)
 from frcnn.engine.checkpoint import export_state_dict, final_path, find_snapshot, snapshot_path
 from frcnn.engine.hooks import step_lr
+from frcnn.engine.results_csv import ResultsCSV
 from frcnn.model_file import load_weights  # noqa: F401  (the state dict of a final file)
 from frcnn.utils import distributed as du
 
@@ -216,7 +217,7 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
                       autocast=None if amp is None else (device.type, amp), grad_scaler=scaler,
                       ddp_model=None if ddp is model else ddp, window=solver.display)
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
-    trainer.register_hooks(_hooks(prefix, solver, ckpt, extra, tb_dir, progress, hooks))
+    trainer.register_hooks(_hooks(prefix, solver, ckpt, extra, tb_dir, progress, hooks, output_dir))
     if ckpt.trainer_state is not None:
         trainer.load_state_dict(ckpt.trainer_state)
     trainer.train(start_iter, solver.max_iters)
@@ -233,7 +234,7 @@ def _grad_scaler(amp, device):
     return torch.amp.GradScaler("cuda")
 
 
-def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more):
+def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more, output_dir):
     """The standard hooks around the caller's (`more`), in their order."""
     lr = LRSchedule(solver.base_lr, solver.gamma, solver.stepsize, solver.warmup_iters,
                     solver.warmup_factor)
@@ -241,7 +242,8 @@ def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more):
     # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
     return ([lr, finite, FirstStepGradCheck(prefix), MetricsPrinter(prefix, lr, progress),
              TensorBoard(tb_dir, prefix, lr)] + list(more)
-            + [Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
+            + [ResultsCSV(output_dir, prefix, lr),
+               Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
 
 
 def _run_summary(model, solver, ims_per_batch, iter_size, world, n_frozen, device, amp):
