@@ -189,7 +189,7 @@ def test_unwritable_model_keeps_its_file(tmp_path, capsys):
     from frcnn.evaluation.thresholds import store_draw_thresh
 
     path = tmp_path / "m_final.pth"
-    torch.save({"model": {"w": torch.ones(1)}}, path)
+    torch.save({"model": {"w": torch.ones(1)}, "net": "TINY"}, path)
     before = path.read_bytes()
     (tmp_path / "m_final.pth.tmp").mkdir()  # the write fails (as on a read-only folder)
     best = {"overall": {"threshold": 0.4}, "per_class": {}}

@@ -14,7 +14,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from _init_paths import add_common_args, setup_cfg
+from frcnn.cli import add_common_args, run_main, setup_cfg
 
 
 def parse_args(argv=None):
@@ -61,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))
