@@ -14,13 +14,14 @@ Training runs the same checks up front (ensure_valid, cached under DATA_DIR/cach
 """
 import math
 import os
-import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 
 import cv2
 import numpy as np
 
 from frcnn.errors import DataError
+
+from .pascal_voc import IMAGE_EXTS, parse_voc_xml  # noqa: F401  (the VOC XML checks sit beside the VOC data set)
 
 ERROR, WARNING = "error", "warning"
 FEW_OBJECTS = 5          # a class with fewer objects than this in a set gets a warning
@@ -181,113 +182,6 @@ def check_image(path, report, decode=True):
     return int(im.shape[1]), int(im.shape[0])
 
 
-# -- VOC annotations --------------------------------------------------------------------------
-def _coord(bb, key):
-    """(value, None) or (None, problem) for <key> of a <bndbox>."""
-    t = bb.findtext(key)
-    if t is None or not t.strip():
-        return None, f"<{key}> is missing"
-    try:
-        v = float(t)
-    except ValueError:
-        return None, f"<{key}> is '{t.strip()}', not a number"
-    if not math.isfinite(v):
-        return None, f"<{key}> is '{t.strip()}', not a finite number"
-    return v, None
-
-
-def _int_field(node, key):
-    t = node.findtext(key)
-    if t is None:
-        return None
-    try:
-        return int(float(t))
-    except ValueError:
-        return None
-
-
-def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
-    """Check one VOC XML against its image size `wh` ((w, h), or None if the image is bad: the
-    XML's <size> is used then). Adds every problem to `report`.
-
-    -> list of (name, (x1, y1, x2, y2) 0-based, difficult) of the objects without errors, or None
-       if the XML cannot be read.
-    """
-    if not os.path.isfile(xml_path):
-        report.error(xml_path, "annotation file not found",
-                     "add it or remove the image id from the image set", kind="missing annotation")
-        return None
-    try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        report.error(xml_path, f"unreadable annotation XML ({e}; truncated or not XML)",
-                     "fix or regenerate the file", kind="unreadable XML")
-        return None
-    except OSError as e:
-        report.error(xml_path, f"cannot read annotation XML ({e.strerror})",
-                     "fix the file's permissions", kind="unreadable XML")
-        return None
-    size = root.find("size")
-    xwh = None
-    if size is not None:
-        xw, xh = _int_field(size, "width"), _int_field(size, "height")
-        if xw and xh:
-            xwh = (xw, xh)
-    if wh is not None and xwh is not None and xwh != tuple(wh):
-        report.error(xml_path, f"<size> says {xwh[0]}x{xwh[1]} but {image_path} is "
-                     f"{wh[0]}x{wh[1]} (WxH)", "fix the <size> in the XML (or the image, if it "
-                     "was resized or rotated)", kind="size mismatch")
-    bounds = wh if wh is not None else xwh
-    objects = []
-    for i, obj in enumerate(root.findall("object")):
-        name = (obj.findtext("name") or "").lower().strip()
-        if not name:
-            report.error(xml_path, "no <name> (class)", "add the class name or remove the object",
-                         obj=i, kind="no class name")
-            continue
-        bad = False
-        if class_to_ind is not None and class_to_ind.get(name, 0) == 0:
-            known = [c for c in class_to_ind if c != "__background__"]
-            report.error(xml_path, f"unknown class '{name}' (known: {known})", "fix the <name> or "
-                         "add the class to the class list (classes.txt)", obj=i, name=name,
-                         kind="unknown class")
-            bad = True
-        bb = obj.find("bndbox")
-        if bb is None:
-            report.error(xml_path, "no <bndbox>", "add xmin/ymin/xmax/ymax or remove the object",
-                         obj=i, name=name, kind="no bndbox")
-            continue
-        vals, probs = [], []
-        for k in ("xmin", "ymin", "xmax", "ymax"):
-            v, p = _coord(bb, k)
-            vals.append(v)
-            if p:
-                probs.append(p)
-        if probs:
-            report.error(xml_path, ", ".join(probs), "<bndbox> needs numeric, finite xmin, ymin, "
-                         "xmax, ymax (1-based pixels)", obj=i, name=name, kind="bad coordinate")
-            continue
-        x1, y1, x2, y2 = (v - 1 for v in vals)
-        box = f"box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g})"
-        if x2 < x1 or y2 < y1:
-            report.error(xml_path, f"{box} has xmax < xmin or ymax < ymin",
-                         "swap or fix the coordinates", obj=i, name=name, kind="inverted box")
-            continue
-        if bounds is not None:
-            w, h = bounds
-            if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
-                what = image_path if wh is not None else "(per <size>)"
-                report.error(xml_path, f"{box} lies outside the {w}x{h} image {what}",
-                             f"VOC coordinates are 1-based: clip them to 1..{w} (x) and 1..{h} (y)",
-                             obj=i, name=name, kind="box outside image")
-                continue
-        if bad:
-            continue
-        diff = _int_field(obj, "difficult") or 0
-        objects.append((name, (x1, y1, x2, y2), bool(diff)))
-    return objects
-
-
 def _box_iou(a, b):
     """a [N, 4], b [M, 4] 0-based inclusive boxes -> IoU [N, M]."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -379,8 +273,6 @@ def read_set_ids(path, report):
 
 
 def image_file(src, index):
-    from .pascal_voc import IMAGE_EXTS
-
     base = os.path.join(src, "JPEGImages", index)
     for ext in IMAGE_EXTS:
         if os.path.exists(base + ext):
