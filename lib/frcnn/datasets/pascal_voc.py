@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from .imdb import DatasetError, cache_key, cached, check_all_boxes, file_signature, imdb
+from .imdb import DatasetError, cache_key, cached, check_all_boxes, file_signature, gt_entry, imdb
 from .voc_eval import voc_eval, write_voc_results_file
 
 VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
@@ -167,18 +167,43 @@ def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
     if report.errors:
         errs = report.errors
         raise DatasetError("\n".join(str(e) for e in errs))
-    width, height = wh
-    num_classes = len(class_to_ind)
-    kept = [(n, b) for n, b, d in objs if not d]
-    g = len(kept)
-    boxes = np.array([b for _, b in kept], dtype=np.float32).reshape(g, 4)
-    gt_classes = np.array([class_to_ind[n] for n, _ in kept], dtype=np.int32)
-    overlaps = np.zeros((g, num_classes), dtype=np.float32)
-    overlaps[np.arange(g), gt_classes] = 1.0
-    seg_areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).astype(np.float32)
-    return {"boxes": boxes, "gt_classes": gt_classes, "gt_overlaps": overlaps,
-            "seg_areas": seg_areas, "flipped": False, "width": int(width), "height": int(height),
-            "num_difficult": len(objs) - g}
+    return gt_entry(objs, class_to_ind, *wh)
+
+
+def evaluate_voc(imdb, all_boxes, output_dir, image_set, annopath=None, recs=None,
+             cleanup=False):
+    """VOC AP per class of `imdb`'s detections: writes <output_dir>/results/comp4_det_<image_set>_
+    <cls>.txt, prints AP per class and the mean, sets imdb.aps and imdb.pr_curves; -> mAP
+    (classes without gt in the set are left out). The gt comes from the XMLs at `annopath`
+    (a format string) or from `recs` ({image id: parse_rec-style objects})."""
+    res_dir = os.path.join(output_dir, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    template = os.path.join(res_dir, f"comp4_det_{image_set}_{{:s}}.txt")
+    # the images evaluated are this imdb's (tools may cut image_index to the first N)
+    imageset = os.path.join(res_dir, f"{image_set}_image_set.txt")
+    with open(imageset, "w") as f:
+        f.write("".join(i + "\n" for i in imdb.image_index))
+    cachedir = os.path.join(imdb.cache_path, "voc_eval")
+    aps = {}
+    imdb.pr_curves = {}
+    print(f"VOC07 metric? {'Yes' if imdb.use_07_metric else 'No'}")
+    for c, cls in enumerate(imdb.classes):
+        if cls == "__background__":
+            continue
+        write_voc_results_file(template.format(cls), imdb.image_index, all_boxes[c])
+        rec, prec, ap = voc_eval(template, annopath, imageset, cls, cachedir,
+                                 ovthresh=0.5, use_07_metric=imdb.use_07_metric, recs=recs)
+        aps[cls] = ap
+        imdb.pr_curves[cls] = (rec, prec)  # for the PR plots of test_net / reval
+        print(f"AP for {cls} = {ap:.4f}")
+    valid = [a for a in aps.values() if not np.isnan(a)]
+    mAP = float(np.mean(valid)) if valid else 0.0
+    print(f"Mean AP = {mAP:.4f}")
+    imdb.aps = aps
+    if cleanup:
+        for cls in imdb.classes[1:]:
+            os.remove(template.format(cls))
+    return mAP
 
 
 class VOCStyle(imdb):
@@ -270,35 +295,9 @@ class VOCStyle(imdb):
         if len(self._sources) != 1:
             raise DatasetError(f"{self.name} combines several folders; evaluate on one test set "
                                "(e.g. voc_2007_test)")
-        res_dir = os.path.join(output_dir, "results")
-        os.makedirs(res_dir, exist_ok=True)
-        template = os.path.join(res_dir, f"comp4_det_{self._image_set}_{{:s}}.txt")
         annopath = os.path.join(self._sources[0], "Annotations", "{:s}.xml")
-        # the images evaluated are this imdb's (tools may cut image_index to the first N)
-        imageset = os.path.join(res_dir, f"{self._image_set}_image_set.txt")
-        with open(imageset, "w") as f:
-            f.write("".join(i + "\n" for i in self._image_index))
-        cachedir = os.path.join(self.cache_path, "voc_eval")
-        aps = {}
-        self.pr_curves = {}
-        print(f"VOC07 metric? {'Yes' if self.use_07_metric else 'No'}")
-        for c, cls in enumerate(self._classes):
-            if cls == "__background__":
-                continue
-            write_voc_results_file(template.format(cls), self._image_index, all_boxes[c])
-            rec, prec, ap = voc_eval(template, annopath, imageset, cls, cachedir,
-                                     ovthresh=0.5, use_07_metric=self.use_07_metric)
-            aps[cls] = ap
-            self.pr_curves[cls] = (rec, prec)  # for the PR plots of test_net / reval
-            print(f"AP for {cls} = {ap:.4f}")
-        valid = [a for a in aps.values() if not np.isnan(a)]
-        mAP = float(np.mean(valid)) if valid else 0.0
-        print(f"Mean AP = {mAP:.4f}")
-        self.aps = aps
-        if cleanup:
-            for cls in self._classes[1:]:
-                os.remove(template.format(cls))
-        return mAP
+        return evaluate_voc(self, all_boxes, output_dir, self._image_set, annopath=annopath,
+                            cleanup=cleanup)
 
 
 class pascal_voc(VOCStyle):
