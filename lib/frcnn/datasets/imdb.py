@@ -31,6 +31,10 @@ class imdb:
         self.use_07_metric = True
         self.aps = {}  # per-class AP of the last evaluate_detections
 
+    # images without objects train as negatives under TRAIN.KEEP_EMPTY_IMAGES 'auto': the
+    # labelled folders say yes; the paper's sets no (the reference dropped them)
+    keep_empty_images = False
+
     # -- names py-faster-rcnn users know ------------------------------------------------------
     @property
     def name(self):

@@ -28,7 +28,7 @@ FEW_OBJECTS = 5          # a class with fewer objects than this in a set gets a 
 DUPLICATE_IOU = 0.95     # two boxes of one class overlapping this much: one is a duplicate
 ANCHOR_FIT_IOU = 0.5     # a box "fits" when some anchor shape reaches this IoU with it
 TINY_PX = 4              # boxes narrower or shorter than this (original pixels) are suspicious
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 class Issue:
@@ -70,6 +70,7 @@ class Report:
         self.num_images = 0
         self.num_objects = 0
         self.num_difficult = 0
+        self.num_empty = 0  # images without objects: background images (negatives)
         self.class_counts = Counter()
 
     def add(self, level, file, problem, fix="", obj=None, name=None, kind=""):
@@ -86,6 +87,7 @@ class Report:
         self.num_images += other.num_images
         self.num_objects += other.num_objects
         self.num_difficult += other.num_difficult
+        self.num_empty += getattr(other, "num_empty", 0)
         self.class_counts.update(other.class_counts)
 
     @property
@@ -104,6 +106,8 @@ class Report:
         cls = ", ".join(f"{c} {n}" for c, n in sorted(self.class_counts.items()))
         return (f"{self.name}: {self.num_images} images, {self.num_objects} objects"
                 + (f" (+{self.num_difficult} difficult)" if self.num_difficult else "")
+                + (f", {self.num_empty} background image(s) without objects"
+                   if getattr(self, "num_empty", 0) else "")
                 + (f" [{cls}]" if cls else "")
                 + f": {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
 
@@ -352,6 +356,7 @@ def check_voc(sources, image_set, classes, cfg, name=None, decode=True, items=No
         kept = [(n, b) for n, b, d in objs if not d]
         report.num_difficult += len(objs) - len(kept)
         had_error = any(i.level == ERROR for i in report.issues[start:])
+        report.num_empty += not kept and not had_error
         image_warnings(report, xml_path, kept, wh, cfg, boxes_by_class, had_error)
     if items and not report.num_objects:
         report.error(sources[0], f"no objects in the {report.num_images} images of this set",
@@ -493,6 +498,67 @@ def check_coco(ann_file, image_dir, split, cfg, name=None, decode=True, data=Non
                      "annotate the images", kind="empty set")
     _set_warnings(report, boxes_by_class, [cats[c] for c in sorted(cats)], cfg, ann_file)
     return report
+
+
+def check_listing(listing, records, classes, cfg, name=None, decode=True):
+    """Validate the `records` of a labelled folder (datasets.folder.Listing): the problems its
+    reader found (folder-wide and per image), then every image (present, decodable, the size the
+    annotation states) and every box (known class, x2 >= x1, inside the image). -> Report."""
+    report = Report(name or listing.path)
+    report.issues += listing.issues
+    known = set(classes) - {"__background__"}
+    boxes_by_class = defaultdict(list)
+    for rec in records:
+        report.num_images += 1
+        start = len(report.issues)
+        report.issues += rec.issues
+        file = rec.ann_file or rec.image
+        wh = check_image(rec.image, report, decode=decode)
+        if wh is not None and rec.size is not None and tuple(rec.size) != tuple(wh):
+            report.error(file, f"the annotation says {rec.size[0]}x{rec.size[1]} but {rec.image} "
+                         f"is {wh[0]}x{wh[1]} (WxH)", "fix the size in the annotation (or the "
+                         "image, if it was resized or rotated)", kind="size mismatch")
+        kept, labels = [], []
+        for cname, box, difficult, label in rec.objects:
+            if not _box_ok(report, file, cname, box, label, known, wh or rec.size, rec.image):
+                continue
+            if difficult:
+                report.num_difficult += 1
+                continue
+            kept.append((cname, box))
+            labels.append(label)
+        had_error = any(i.level == ERROR for i in report.issues[start:])
+        report.num_empty += not kept and not had_error
+        image_warnings(report, file, kept, wh, cfg, boxes_by_class, had_error, labels=labels)
+    if records and not report.num_objects:
+        report.error(listing.path, f"no objects in the {report.num_images} images of this set",
+                     "annotate the images", kind="empty set")
+    _set_warnings(report, boxes_by_class, [c for c in classes if c != "__background__"], cfg,
+                  listing.path)
+    return report
+
+
+def _box_ok(report, file, cname, box, label, known, bounds, image):
+    """Add the error of one box, if any: unknown class, x2 < x1, outside the image. -> ok."""
+    x1, y1, x2, y2 = box
+    where = f"box (0-based x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g})"
+    if cname not in known:
+        report.error(file, f"unknown class '{cname}' (known: {sorted(known)})", "fix the label or "
+                     "add the class to the class list", obj=label, name=cname, kind="unknown class")
+        return False
+    if not all(math.isfinite(v) for v in box):
+        report.error(file, f"{where} is not finite", "fix the coordinates", obj=label, name=cname,
+                     kind="bad coordinate")
+        return False
+    if x2 < x1 or y2 < y1:
+        report.error(file, f"{where} is less than one pixel wide or high", "fix or remove the box",
+                     obj=label, name=cname, kind="inverted box")
+        return False
+    if bounds is not None and (x1 < 0 or y1 < 0 or x2 > bounds[0] - 1 or y2 > bounds[1] - 1):
+        report.error(file, f"{where} lies outside the {bounds[0]}x{bounds[1]} image {image}",
+                     "clip the box to the image", obj=label, name=cname, kind="box outside image")
+        return False
+    return True
 
 
 # -- imdb level: cached checks used by training ---------------------------------------------
