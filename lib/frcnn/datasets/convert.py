@@ -177,6 +177,10 @@ def convert(listing, dst, to):
     """Write `listing` into the folder `dst` in format `to` (TARGETS). -> summary line."""
     if to not in TARGETS:
         raise DatasetError(f"{dst}: unknown target format '{to}'; use one of {', '.join(TARGETS)}")
+    src, out = os.path.realpath(listing.path), os.path.realpath(dst)
+    if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
+        raise DatasetError(f"{dst}: the output folder overlaps the data set {listing.path}; write "
+                           "the converted set to a folder of its own")
     errors = listing.issues + [i for r in listing.records for i in r.issues]
     errors = [i for i in errors if i.level == "error"]
     if errors:
