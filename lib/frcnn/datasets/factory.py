@@ -49,7 +49,9 @@ def folder_spec(name):
             break
     path, split = _split_folder_spec(name)
     if not os.path.exists(path):
-        return None if fmt in (None, "coco") else (path, split, fmt)
+        if fmt == "coco" or (fmt is None and os.sep not in path and "/" not in path):
+            return None  # a data set name (voc_2007_test, ...) or coco_json:<json>:<image_dir>
+        return path, split, fmt  # a path: get_folder_imdb says it does not exist
     if fmt == "coco" and os.path.isfile(path) and split not in SIDES:
         return None  # <json>:<image_dir>
     return path, split, fmt
