@@ -173,6 +173,46 @@ def test_border_boxes_map_to_the_last_pixel(tmp_path, fmt):
     assert e["seg_areas"].tolist() == [W * H, 100.0]
 
 
+def test_roboflow_and_darknet_layouts(tmp_path):
+    """Roboflow's YOLO export (data.yaml with ../train/images paths, valid/ as val) and its COCO
+    export (<split>/_annotations.coco.json beside the images); CVAT's darknet export (obj.names,
+    train.txt listing data/obj_train_data/<image>); a labelImg VOC folder with classes.txt."""
+    cfg = _cfg(tmp_path)
+    rf = tmp_path / "roboflow"
+    for split, n in (("train", 3), ("valid", 2)):
+        for k in range(n):
+            _image(rf / split / "images" / f"{split}{k}.jpg", W, H)
+            (rf / split / "labels").mkdir(parents=True, exist_ok=True)
+            (rf / split / "labels" / f"{split}{k}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (rf / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\n"
+                                  "names: ['thing']\n")
+    assert get_imdb(f"{rf}:test", cfg).image_index == ["valid0", "valid1"]
+    assert get_imdb(f"{rf}", cfg).roidb[0]["boxes"].tolist() == [[25.0, 12.5, 74.0, 36.5]]
+    rc = tmp_path / "roboflow_coco"
+    for split in ("train", "test"):
+        _image(rc / split / f"{split}.jpg", W, H)
+        (rc / split / "_annotations.coco.json").write_text(json.dumps({
+            "images": [{"id": 0, "file_name": f"{split}.jpg", "width": W, "height": H}],
+            "categories": [{"id": 0, "name": "things"}, {"id": 1, "name": "thing"}],
+            "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [1, 2, 3, 4]}]}))
+    assert detect_format(str(rc)) == "coco"
+    imdb = get_imdb(f"{rc}:test", cfg)
+    assert imdb.image_index == ["test"] and imdb.classes == ("__background__", "things", "thing")
+    assert imdb.roidb[0]["boxes"].tolist() == [[1.0, 2.0, 3.0, 5.0]]
+    dk = tmp_path / "darknet"
+    for k in range(2):
+        _image(dk / "obj_train_data" / f"f{k}.jpg", W, H)
+        (dk / "obj_train_data" / f"f{k}.txt").write_text("" if k else "1 0.5 0.5 1 1\n")
+    (dk / "obj.names").write_text("a\nb\n")
+    (dk / "train.txt").write_text("data/obj_train_data/f0.jpg\ndata/obj_train_data/f1.jpg\n")
+    assert detect_format(str(dk)) == "yolo"
+    r = get_imdb(f"{dk}:all", cfg).roidb
+    assert [e["gt_classes"].tolist() for e in r] == [[2], []]  # f1: an empty label file
+    li = _write_border_sets(tmp_path)["labelimg"]
+    (li / "notes.txt").write_text("to do\n")
+    assert detect_format(str(li)) == "labelimg"
+
+
 # -- splits ----------------------------------------------------------------------------------
 def test_split_by_name_hash_is_stable_when_photos_are_added():
     names = [f"photo_{i:03d}" for i in range(200)]

@@ -24,12 +24,17 @@ def _is_voc_devkit(path):
 
 
 def _has_yolo_labels(path, files):
-    from .yolo import NAMES_FILES, find_yaml
+    """A data.yaml with names, or a class list (obj.names, classes.txt) and a .txt label named
+    like an image (labelImg writes classes.txt in VOC mode too: that alone is not YOLO)."""
+    from .yolo import LIST_FILES, NAMES_FILES, find_yaml
 
     if find_yaml(path):
         return True
-    return any(os.path.isfile(os.path.join(path, n)) for n in NAMES_FILES) and \
-        any(f.endswith(".txt") and os.path.basename(f) not in NAMES_FILES for f in files)
+    if not any(os.path.isfile(os.path.join(path, n)) for n in NAMES_FILES):
+        return False
+    stems = {os.path.splitext(os.path.basename(f))[0] for f in files if is_image(f)}
+    return any(f.endswith(".txt") and os.path.basename(f) not in NAMES_FILES + tuple(LIST_FILES)
+               and os.path.splitext(os.path.basename(f))[0] in stems for f in files)
 
 
 def detect_format(path):

@@ -45,8 +45,8 @@ def _shape_box(shape):
 
 
 def read_json(path, root):
-    """One LabelMe json -> Record (problems in rec.issues), or None when unreadable (an error
-    on the returned listing-level list instead)."""
+    """One LabelMe json -> (Record with its problems in rec.issues, None), or (None, why) when
+    the json cannot be read."""
     try:
         with open(path) as f:
             d = json.load(f)
