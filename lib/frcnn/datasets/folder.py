@@ -138,15 +138,19 @@ class Listing(_Issues):
             return [r for r in self.records if r.split == split]
         raise DatasetError(f"{self.path}: no split '{split}'; use trainval, test, train, val or all")
 
-    def summary(self):
-        """<path>: YOLO (data.yaml), 1 class, train 160 / val 40 images (test side: val)."""
+    def counts(self):
+        """'train 160 / val 40 images' (or '0 images')."""
         n = {s: sum(r.split == s for r in self.records) for s in ("train", "val", "test")}
         sides = " / ".join(f"{s} {n[s]}" for s in ("train", "val", "test") if n[s])
+        return f"{sides or 0} images"
+
+    def summary(self):
+        """<path>: YOLO (data.yaml), 1 class, train 160 / val 40 images (test side: val)."""
         how = f"test side: {self.test_split}" if self.own_split else \
             f"no split of its own: {int(TEST_FRACTION * 100)}% test by name hash"
         k = len(self.classes)
         return (f"{self.path}: {self.description}, {k} class{'es' if k != 1 else ''}, "
-                f"{sides} images ({how})")
+                f"{self.counts()} ({how})")
 
 
 class labelled_folder(imdb):
@@ -163,6 +167,9 @@ class labelled_folder(imdb):
         self.listing = listing
         self._image_set = split
         self._records = listing.select(split)
+        if not self._records:
+            raise DatasetError(f"{listing.path}: no images in split '{split}' (the folder has "
+                               f"{listing.counts()}); add labelled images, or name another split")
         self._record_of = {r.index: r for r in self._records}
         self._image_index = [r.index for r in self._records]
         self.use_07_metric = True
