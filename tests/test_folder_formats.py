@@ -343,6 +343,15 @@ def test_background_images_kept_for_folders_only(voc_set):
     assert "1 background image(s) without objects" in p.stdout
 
 
+def test_keep_empty_images_takes_true_false_or_auto():
+    from frcnn.config import cfg_from_list
+
+    assert cfg_from_list(["TRAIN.KEEP_EMPTY_IMAGES", "False"]).TRAIN.KEEP_EMPTY_IMAGES is False
+    assert cfg_from_list(["TRAIN.KEEP_EMPTY_IMAGES", "auto"]).TRAIN.KEEP_EMPTY_IMAGES == "auto"
+    with pytest.raises(ValueError, match="TRAIN.KEEP_EMPTY_IMAGES: expected True, False or 'auto'"):
+        cfg_from_list(["TRAIN.KEEP_EMPTY_IMAGES", "1"])
+
+
 def test_an_image_without_objects_gives_all_background_targets():
     from frcnn.rpn.anchor_target import anchor_target
     from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
