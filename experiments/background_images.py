@@ -3,7 +3,8 @@
 seed, with TRAIN.KEEP_EMPTY_IMAGES True and False, on a shapes set whose train and test sides
 also hold background images with distractors (crosses, rings, stars, lines: shape-like, in no
 class). Prints, for each: the mAP on the test side (its background images included, so their
-false positives count) and the detections per background test image at score >= 0.5.
+false positives count) and the detections per background test image at score >= 0.05 (all
+that test_net keeps), 0.3 and 0.5.
 
   python experiments/background_images.py [--iters 600] [--seed 3] [--out /tmp/bg_images]
 """
@@ -121,16 +122,19 @@ def main():
         report(keep, m_ap, det_file, folder)
 
 
-def report(keep, m_ap, det_file, folder):
+def report(keep, m_ap, det_file, folder, thresholds=(0.05, 0.3, 0.5)):
+    """Print the mAP line and the detections per background test image at each threshold."""
     with open(det_file, "rb") as f:
         all_boxes = pickle.load(f)
     with open(os.path.join(folder, "ImageSets", "Main", "test.txt")) as f:
         ids = [ln.strip() for ln in f if ln.strip()]
     bg = [k for k, i in enumerate(ids) if i.startswith("bg_")]
-    fp = sum(int((np.asarray(all_boxes[c][k]).reshape(-1, 5)[:, 4] >= 0.5).sum())
-             for c in range(1, len(all_boxes)) for k in bg)
-    print(f"KEEP_EMPTY_IMAGES {keep}: {m_ap}; {fp / len(bg):.2f} detections (score >= 0.5) per "
-          f"background test image ({fp} on {len(bg)})", flush=True)
+    scores = np.concatenate([np.asarray(all_boxes[c][k]).reshape(-1, 5)[:, 4]
+                             for c in range(1, len(all_boxes)) for k in bg])
+    fps = ", ".join(f"{(scores >= t).sum() / len(bg):.2f} at score >= {t} ({(scores >= t).sum()})"
+                    for t in thresholds)
+    print(f"KEEP_EMPTY_IMAGES {keep}: {m_ap}; detections per background test image "
+          f"({len(bg)}): {fps}", flush=True)
 
 
 if __name__ == "__main__":
