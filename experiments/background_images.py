@@ -6,7 +6,7 @@ class). Prints, for each: the mAP on the test side (its background images includ
 false positives count) and the detections per background test image at score >= 0.05 (all
 that test_net keeps), 0.3 and 0.5.
 
-  python experiments/background_images.py [--iters 600] [--seed 3] [--out /tmp/bg_images]
+  python experiments/background_images.py [--iters 500] [--seed 3] [--out /tmp/bg_images]
 """
 import argparse
 import glob
@@ -91,7 +91,7 @@ def run(tool, *args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--iters", type=int, default=600)
+    p.add_argument("--iters", type=int, default=500)
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--bg-train", type=int, default=60)
     p.add_argument("--bg-test", type=int, default=40)
