@@ -387,3 +387,18 @@ def test_convert_round_trip_voc_yolo_voc_keeps_every_box(tmp_path):
     assert [o[0] for o in a] == [o[0] for o in b]
     assert np.abs(np.array([o[1] for o in a]) - np.array([o[1] for o in b])).max() <= 0.01
     assert a[0][1] == b[0][1] == (0.0, 0.0, 332.0, 216.0)  # whole pixels: exact
+
+
+@pytest.mark.parametrize("prefix", ["", "yolo:", "coco_json:"])
+def test_the_experiment_scripts_take_a_folder(tmp_path, prefix):
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = ('NET=TINY; DATASET="$1"; source experiments/scripts/_datasets.sh alt_opt; '
+              'echo "$TRAIN_IMDB|$TEST_IMDB|$CFG"')
+    ds = f"{prefix}{tmp_path}"
+    p = subprocess.run(["bash", "-c", script, "_", ds], cwd=root, capture_output=True, text=True)
+    assert p.stdout.strip() == f"{ds}:trainval|{ds}:test|auto", p.stderr
+    p = subprocess.run(["bash", "-c", script, "_", str(tmp_path / "missing")], cwd=root,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "the path of a labelled folder" in p.stderr
