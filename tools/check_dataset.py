@@ -2,11 +2,15 @@
 """Check a data set before training: every annotation and image is read once and every problem is
 listed (file, object, what is wrong, how to fix), then a summary. Exit status 1 on any error.
 
+  python tools/check_dataset.py /path/to/labelled/folder             # any format: VOC, labelImg,
+                                                                     # YOLO, LabelMe, CVAT, COCO
   python tools/check_dataset.py voc_folder:/path/to/VOCfolder        # every split of the folder
   python tools/check_dataset.py voc_folder:/path/to/VOCfolder:trainval
   python tools/check_dataset.py coco_json:annotations.json:images/
   python tools/check_dataset.py cards shapes_train voc_2007_test [--cfg yml] [--set K V ...]
 
+A plain path (or yolo:, labelme:, cvat:, labelimg:, coco_json:<folder or json>) is checked whole
+(split all), after a line naming the format found and the splits; a VOC devkit split by split.
 Errors: unreadable or truncated XML, non-numeric or non-finite coordinates, xmax < xmin, boxes
 outside the image, missing, empty, undecodable or truncated images, unknown classes, empty sets,
 duplicate ids. Warnings: tiny and duplicate boxes, classes with few objects, images without
@@ -47,6 +51,16 @@ def expand(spec):
 
     if spec == "cards":
         spec = "voc_folder:" + os.path.normpath(cards_dir())
+    from frcnn.datasets.factory import folder_spec
+
+    plain = folder_spec(spec) if not spec.startswith("voc_folder:") else None
+    if plain is not None:
+        path, split, fmt = plain
+        if spec.rstrip("/").endswith(path.rstrip("/")):  # no split given: the whole folder
+            if (fmt or _format_or_none(path)) == "voc":
+                return [f"voc_folder:{path}:{s}" for s in voc_splits(path)]
+            return [f"{spec}:all"]
+        return [spec]
     if spec.startswith("voc_folder:"):
         rest = spec[len("voc_folder:"):]
         if os.path.isdir(rest):
@@ -54,6 +68,17 @@ def expand(spec):
         path, split = _split_folder_spec(rest)
         return [f"voc_folder:{path}:{split}"]
     return [spec]
+
+
+def _format_or_none(path):
+    """The detected format, or None when there is none (get_imdb then reports why)."""
+    from frcnn.datasets import DatasetError
+    from frcnn.datasets.formats import detect_format
+
+    try:
+        return detect_format(path)
+    except DatasetError:
+        return None
 
 
 def check_one(name, cfg, decode):
@@ -88,8 +113,9 @@ def check_one(name, cfg, decode):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="List every problem of a data set (exit 1 on errors)")
-    p.add_argument("specs", nargs="+", help="voc_folder:<path>[:<split>], coco_json:<json>:<images>, "
-                   "cards, shapes_train, voc_2007_trainval, ...")
+    p.add_argument("specs", nargs="+", help="<folder>[:<split>] (any labelled folder), "
+                   "voc_folder:<path>[:<split>], coco_json:<json>:<images>, cards, shapes_train, "
+                   "voc_2007_trainval, ...")
     p.add_argument("--errors-only", action="store_true", help="do not list warnings")
     p.add_argument("--limit", type=int, default=None, help="list at most N problems per set")
     p.add_argument("--no-decode", action="store_true",

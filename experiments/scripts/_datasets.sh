@@ -27,7 +27,7 @@ case "$DATASET" in
     FOLDER=${DATASET#voc_folder:}
     TRAIN_IMDB=voc_folder:$FOLDER:trainval; TEST_IMDB=voc_folder:$FOLDER:test
     CFG_DEFAULT=auto ;;
-  coco_json:*)
+  coco_json:*:*)
     # TRAIN_SPEC[+TEST_SPEC] as coco_json:<annotations.json>:<image_dir>; one spec = split rule
     SPEC=${DATASET}
     case "$SPEC" in
@@ -35,9 +35,23 @@ case "$DATASET" in
       *) TRAIN_IMDB=$SPEC:trainval; TEST_IMDB=$SPEC:test ;;
     esac
     CFG_DEFAULT=auto ;;
+  coco_json:*)
+    # coco_json:<folder or json>: a COCO export read as a labelled folder
+    TRAIN_IMDB=$DATASET:trainval; TEST_IMDB=$DATASET:test
+    CFG_DEFAULT=auto ;;
+  yolo:*|labelme:*|cvat:*|labelimg:*)
+    # a labelled folder in a named format: its own split (or 80/20 by name hash), auto settings
+    TRAIN_IMDB=$DATASET:trainval; TEST_IMDB=$DATASET:test
+    CFG_DEFAULT=auto ;;
   *)
-    echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, cards, voc_folder:<path> or coco_json:<json>:<images>" >&2
-    exit 2 ;;
+    if [ -e "$DATASET" ]; then
+      # a plain path: the format is detected from what the folder holds (docs/DATA.md)
+      TRAIN_IMDB=$DATASET:trainval; TEST_IMDB=$DATASET:test
+      CFG_DEFAULT=auto
+    else
+      echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, cards, the path of a labelled folder (VOC, labelImg, YOLO, LabelMe, CVAT, COCO), yolo:|labelme:|cvat:|labelimg:<path>, voc_folder:<path> or coco_json:<json>:<images>" >&2
+      exit 2
+    fi ;;
 esac
 # a net-specific small-data cfg wins when present (e.g. cards_alt_opt_elite0.yml)
 NET_LC=$(echo "$NET" | tr '[:upper:]' '[:lower:]')

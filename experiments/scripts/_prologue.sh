@@ -26,7 +26,7 @@ if [ "$CFG" = auto ]; then
     --flavour "$FLAVOUR" --path-file "$RESULT/cfg" "${EXTRA_ARGS[@]}"
   set +x
   CFG=$(cat "$RESULT/cfg")
-elif [ "$DATASET" = cards ] || [[ "$DATASET" == voc_folder:* || "$DATASET" == coco_json:* ]]; then
+elif [ "$DATASET" = cards ] || [ "$CFG_DEFAULT" = auto ]; then
   "$PYTHON" tools/check_dataset.py --errors-only --cfg "$CFG" "$TRAIN_IMDB" "$TEST_IMDB" "${EXTRA_ARGS[@]}"
 fi
 

@@ -25,6 +25,10 @@ def _defaults():
     C.TRAIN.BG_THRESH_HI = 0.5
     C.TRAIN.BG_THRESH_LO = 0.1
     C.TRAIN.USE_FLIPPED = True
+    # Images without objects train as negatives (anchors and RoIs all background): True, False,
+    # or 'auto' = the data set's choice (labelled folders yes; the paper's VOC / COCO no, as the
+    # reference's filter_roidb dropped them)
+    C.TRAIN.KEEP_EMPTY_IMAGES = "auto"
     C.TRAIN.BBOX_REG = True
     C.TRAIN.BBOX_THRESH = 0.5           # min IoU of a RoI with a gt to get a regression target
     C.TRAIN.SNAPSHOT_ITERS = 10000
@@ -191,7 +195,7 @@ def get_output_dir(imdb_name, cfg, net_name=None):
     return path
 
 
-_BOOL_OR_AUTO = {"SOLVER.AMP"}  # keys whose default 'auto' may be replaced by True / False
+_BOOL_OR_AUTO = {"SOLVER.AMP", "TRAIN.KEEP_EMPTY_IMAGES"}  # keys whose default 'auto' may be replaced by True / False
 
 
 def _coerce(value, default, key):

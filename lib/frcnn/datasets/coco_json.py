@@ -62,6 +62,8 @@ def load_json(path):
 class coco_json(coco):
     """A COCO-format json + image folder (see the module docstring)."""
 
+    keep_empty_images = True
+
     def __init__(self, spec, cfg):
         from pycocotools.coco import COCO
 

@@ -31,6 +31,10 @@ class imdb:
         self.use_07_metric = True
         self.aps = {}  # per-class AP of the last evaluate_detections
 
+    # images without objects train as negatives under TRAIN.KEEP_EMPTY_IMAGES 'auto': the
+    # labelled folders say yes; the paper's sets no (the reference dropped them)
+    keep_empty_images = False
+
     # -- names py-faster-rcnn users know ------------------------------------------------------
     @property
     def name(self):
@@ -107,6 +111,25 @@ class imdb:
 
     def __repr__(self):
         return f"<imdb {self.name}: {self.num_images} images, {self.num_classes - 1} classes>"
+
+
+def gt_entry(objects, class_to_ind, width, height):
+    """The gt roidb entry of one image from its checked objects [(name, (x1, y1, x2, y2) 0-based
+    inclusive, difficult)]; difficult objects are left out (counted in 'num_difficult').
+
+    -> {'boxes' [G,4] f32, 'gt_classes' [G] i32, 'gt_overlaps' [G,K] f32, 'seg_areas' [G] f32,
+    'flipped' False, 'width', 'height', 'num_difficult'}
+    """
+    kept = [(n, b) for n, b, d in objects if not d]
+    g = len(kept)
+    boxes = np.array([b for _, b in kept], dtype=np.float32).reshape(g, 4)
+    gt_classes = np.array([class_to_ind[n] for n, _ in kept], dtype=np.int32)
+    overlaps = np.zeros((g, len(class_to_ind)), dtype=np.float32)
+    overlaps[np.arange(g), gt_classes] = 1.0
+    seg_areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).astype(np.float32)
+    return {"boxes": boxes, "gt_classes": gt_classes, "gt_overlaps": overlaps,
+            "seg_areas": seg_areas, "flipped": False, "width": int(width), "height": int(height),
+            "num_difficult": len(objects) - g}
 
 
 def check_all_boxes(all_boxes, num_classes, num_images):

@@ -1,10 +1,11 @@
 """PASCAL VOC (VOCdevkit layout) and the shared VOC-format loader with validation."""
+import math
 import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from .imdb import DatasetError, cache_key, cached, check_all_boxes, file_signature, imdb
+from .imdb import DatasetError, cache_key, cached, check_all_boxes, file_signature, gt_entry, imdb
 from .voc_eval import voc_eval, write_voc_results_file
 
 VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
@@ -44,6 +45,113 @@ def xml_class_names(xml_path):
     return [(o.findtext("name") or "").lower().strip() for o in _xml_root(xml_path).findall("object")]
 
 
+# -- VOC annotation checks (datasets.validate reports them) --------------------------------------------------------------------------
+def _coord(bb, key):
+    """(value, None) or (None, problem) for <key> of a <bndbox>."""
+    t = bb.findtext(key)
+    if t is None or not t.strip():
+        return None, f"<{key}> is missing"
+    try:
+        v = float(t)
+    except ValueError:
+        return None, f"<{key}> is '{t.strip()}', not a number"
+    if not math.isfinite(v):
+        return None, f"<{key}> is '{t.strip()}', not a finite number"
+    return v, None
+
+
+def _int_field(node, key):
+    t = node.findtext(key)
+    if t is None:
+        return None
+    try:
+        return int(float(t))
+    except ValueError:
+        return None
+
+
+def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
+    """Check one VOC XML against its image size `wh` ((w, h), or None if the image is bad: the
+    XML's <size> is used then). Adds every problem to `report`.
+
+    -> list of (name, (x1, y1, x2, y2) 0-based, difficult) of the objects without errors, or None
+       if the XML cannot be read.
+    """
+    if not os.path.isfile(xml_path):
+        report.error(xml_path, "annotation file not found",
+                     "add it or remove the image id from the image set", kind="missing annotation")
+        return None
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        report.error(xml_path, f"unreadable annotation XML ({e}; truncated or not XML)",
+                     "fix or regenerate the file", kind="unreadable XML")
+        return None
+    except OSError as e:
+        report.error(xml_path, f"cannot read annotation XML ({e.strerror})",
+                     "fix the file's permissions", kind="unreadable XML")
+        return None
+    size = root.find("size")
+    xwh = None
+    if size is not None:
+        xw, xh = _int_field(size, "width"), _int_field(size, "height")
+        if xw and xh:
+            xwh = (xw, xh)
+    if wh is not None and xwh is not None and xwh != tuple(wh):
+        report.error(xml_path, f"<size> says {xwh[0]}x{xwh[1]} but {image_path} is "
+                     f"{wh[0]}x{wh[1]} (WxH)", "fix the <size> in the XML (or the image, if it "
+                     "was resized or rotated)", kind="size mismatch")
+    bounds = wh if wh is not None else xwh
+    objects = []
+    for i, obj in enumerate(root.findall("object")):
+        name = (obj.findtext("name") or "").lower().strip()
+        if not name:
+            report.error(xml_path, "no <name> (class)", "add the class name or remove the object",
+                         obj=i, kind="no class name")
+            continue
+        bad = False
+        if class_to_ind is not None and class_to_ind.get(name, 0) == 0:
+            known = [c for c in class_to_ind if c != "__background__"]
+            report.error(xml_path, f"unknown class '{name}' (known: {known})", "fix the <name> or "
+                         "add the class to the class list (classes.txt)", obj=i, name=name,
+                         kind="unknown class")
+            bad = True
+        bb = obj.find("bndbox")
+        if bb is None:
+            report.error(xml_path, "no <bndbox>", "add xmin/ymin/xmax/ymax or remove the object",
+                         obj=i, name=name, kind="no bndbox")
+            continue
+        vals, probs = [], []
+        for k in ("xmin", "ymin", "xmax", "ymax"):
+            v, p = _coord(bb, k)
+            vals.append(v)
+            if p:
+                probs.append(p)
+        if probs:
+            report.error(xml_path, ", ".join(probs), "<bndbox> needs numeric, finite xmin, ymin, "
+                         "xmax, ymax (1-based pixels)", obj=i, name=name, kind="bad coordinate")
+            continue
+        x1, y1, x2, y2 = (v - 1 for v in vals)
+        box = f"box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g})"
+        if x2 < x1 or y2 < y1:
+            report.error(xml_path, f"{box} has xmax < xmin or ymax < ymin",
+                         "swap or fix the coordinates", obj=i, name=name, kind="inverted box")
+            continue
+        if bounds is not None:
+            w, h = bounds
+            if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
+                what = image_path if wh is not None else "(per <size>)"
+                report.error(xml_path, f"{box} lies outside the {w}x{h} image {what}",
+                             f"VOC coordinates are 1-based: clip them to 1..{w} (x) and 1..{h} (y)",
+                             obj=i, name=name, kind="box outside image")
+                continue
+        if bad:
+            continue
+        diff = _int_field(obj, "difficult") or 0
+        objects.append((name, (x1, y1, x2, y2), bool(diff)))
+    return objects
+
+
 def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
     """Parse and validate one VOC XML; gt entry with 0-based boxes, difficult objects dropped.
 
@@ -51,7 +159,7 @@ def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
     'flipped' False, 'width', 'height', 'num_difficult'}. Raises DatasetError listing every
     problem of the file (naming the file, the object and the fix); see datasets.validate.
     """
-    from .validate import Report, check_image, parse_voc_xml
+    from .validate import Report, check_image
 
     report = Report(os.path.basename(xml_path))
     wh = check_image(image_path, report, decode=decode)
@@ -59,18 +167,43 @@ def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
     if report.errors:
         errs = report.errors
         raise DatasetError("\n".join(str(e) for e in errs))
-    width, height = wh
-    num_classes = len(class_to_ind)
-    kept = [(n, b) for n, b, d in objs if not d]
-    g = len(kept)
-    boxes = np.array([b for _, b in kept], dtype=np.float32).reshape(g, 4)
-    gt_classes = np.array([class_to_ind[n] for n, _ in kept], dtype=np.int32)
-    overlaps = np.zeros((g, num_classes), dtype=np.float32)
-    overlaps[np.arange(g), gt_classes] = 1.0
-    seg_areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).astype(np.float32)
-    return {"boxes": boxes, "gt_classes": gt_classes, "gt_overlaps": overlaps,
-            "seg_areas": seg_areas, "flipped": False, "width": int(width), "height": int(height),
-            "num_difficult": len(objs) - g}
+    return gt_entry(objs, class_to_ind, *wh)
+
+
+def evaluate_voc(imdb, all_boxes, output_dir, image_set, annopath=None, recs=None,
+             cleanup=False):
+    """VOC AP per class of `imdb`'s detections: writes <output_dir>/results/comp4_det_<image_set>_
+    <cls>.txt, prints AP per class and the mean, sets imdb.aps and imdb.pr_curves; -> mAP
+    (classes without gt in the set are left out). The gt comes from the XMLs at `annopath`
+    (a format string) or from `recs` ({image id: parse_rec-style objects})."""
+    res_dir = os.path.join(output_dir, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    template = os.path.join(res_dir, f"comp4_det_{image_set}_{{:s}}.txt")
+    # the images evaluated are this imdb's (tools may cut image_index to the first N)
+    imageset = os.path.join(res_dir, f"{image_set}_image_set.txt")
+    with open(imageset, "w") as f:
+        f.write("".join(i + "\n" for i in imdb.image_index))
+    cachedir = os.path.join(imdb.cache_path, "voc_eval")
+    aps = {}
+    imdb.pr_curves = {}
+    print(f"VOC07 metric? {'Yes' if imdb.use_07_metric else 'No'}")
+    for c, cls in enumerate(imdb.classes):
+        if cls == "__background__":
+            continue
+        write_voc_results_file(template.format(cls), imdb.image_index, all_boxes[c])
+        rec, prec, ap = voc_eval(template, annopath, imageset, cls, cachedir,
+                                 ovthresh=0.5, use_07_metric=imdb.use_07_metric, recs=recs)
+        aps[cls] = ap
+        imdb.pr_curves[cls] = (rec, prec)  # for the PR plots of test_net / reval
+        print(f"AP for {cls} = {ap:.4f}")
+    valid = [a for a in aps.values() if not np.isnan(a)]
+    mAP = float(np.mean(valid)) if valid else 0.0
+    print(f"Mean AP = {mAP:.4f}")
+    imdb.aps = aps
+    if cleanup:
+        for cls in imdb.classes[1:]:
+            os.remove(template.format(cls))
+    return mAP
 
 
 class VOCStyle(imdb):
@@ -162,35 +295,9 @@ class VOCStyle(imdb):
         if len(self._sources) != 1:
             raise DatasetError(f"{self.name} combines several folders; evaluate on one test set "
                                "(e.g. voc_2007_test)")
-        res_dir = os.path.join(output_dir, "results")
-        os.makedirs(res_dir, exist_ok=True)
-        template = os.path.join(res_dir, f"comp4_det_{self._image_set}_{{:s}}.txt")
         annopath = os.path.join(self._sources[0], "Annotations", "{:s}.xml")
-        # the images evaluated are this imdb's (tools may cut image_index to the first N)
-        imageset = os.path.join(res_dir, f"{self._image_set}_image_set.txt")
-        with open(imageset, "w") as f:
-            f.write("".join(i + "\n" for i in self._image_index))
-        cachedir = os.path.join(self.cache_path, "voc_eval")
-        aps = {}
-        self.pr_curves = {}
-        print(f"VOC07 metric? {'Yes' if self.use_07_metric else 'No'}")
-        for c, cls in enumerate(self._classes):
-            if cls == "__background__":
-                continue
-            write_voc_results_file(template.format(cls), self._image_index, all_boxes[c])
-            rec, prec, ap = voc_eval(template, annopath, imageset, cls, cachedir,
-                                     ovthresh=0.5, use_07_metric=self.use_07_metric)
-            aps[cls] = ap
-            self.pr_curves[cls] = (rec, prec)  # for the PR plots of test_net / reval
-            print(f"AP for {cls} = {ap:.4f}")
-        valid = [a for a in aps.values() if not np.isnan(a)]
-        mAP = float(np.mean(valid)) if valid else 0.0
-        print(f"Mean AP = {mAP:.4f}")
-        self.aps = aps
-        if cleanup:
-            for cls in self._classes[1:]:
-                os.remove(template.format(cls))
-        return mAP
+        return evaluate_voc(self, all_boxes, output_dir, self._image_set, annopath=annopath,
+                            cleanup=cleanup)
 
 
 class pascal_voc(VOCStyle):

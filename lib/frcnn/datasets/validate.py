@@ -14,7 +14,6 @@ Training runs the same checks up front (ensure_valid, cached under DATA_DIR/cach
 """
 import math
 import os
-import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 
 import cv2
@@ -22,12 +21,14 @@ import numpy as np
 
 from frcnn.errors import DataError
 
+from .pascal_voc import IMAGE_EXTS, parse_voc_xml  # noqa: F401  (the VOC XML checks sit beside the VOC data set)
+
 ERROR, WARNING = "error", "warning"
 FEW_OBJECTS = 5          # a class with fewer objects than this in a set gets a warning
 DUPLICATE_IOU = 0.95     # two boxes of one class overlapping this much: one is a duplicate
 ANCHOR_FIT_IOU = 0.5     # a box "fits" when some anchor shape reaches this IoU with it
 TINY_PX = 4              # boxes narrower or shorter than this (original pixels) are suspicious
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 class Issue:
@@ -69,6 +70,7 @@ class Report:
         self.num_images = 0
         self.num_objects = 0
         self.num_difficult = 0
+        self.num_empty = 0  # images without objects: background images (negatives)
         self.class_counts = Counter()
 
     def add(self, level, file, problem, fix="", obj=None, name=None, kind=""):
@@ -85,6 +87,7 @@ class Report:
         self.num_images += other.num_images
         self.num_objects += other.num_objects
         self.num_difficult += other.num_difficult
+        self.num_empty += getattr(other, "num_empty", 0)
         self.class_counts.update(other.class_counts)
 
     @property
@@ -103,6 +106,8 @@ class Report:
         cls = ", ".join(f"{c} {n}" for c, n in sorted(self.class_counts.items()))
         return (f"{self.name}: {self.num_images} images, {self.num_objects} objects"
                 + (f" (+{self.num_difficult} difficult)" if self.num_difficult else "")
+                + (f", {self.num_empty} background image(s) without objects"
+                   if getattr(self, "num_empty", 0) else "")
                 + (f" [{cls}]" if cls else "")
                 + f": {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
 
@@ -179,113 +184,6 @@ def check_image(path, report, decode=True):
                      kind="undecodable image")
         return None
     return int(im.shape[1]), int(im.shape[0])
-
-
-# -- VOC annotations --------------------------------------------------------------------------
-def _coord(bb, key):
-    """(value, None) or (None, problem) for <key> of a <bndbox>."""
-    t = bb.findtext(key)
-    if t is None or not t.strip():
-        return None, f"<{key}> is missing"
-    try:
-        v = float(t)
-    except ValueError:
-        return None, f"<{key}> is '{t.strip()}', not a number"
-    if not math.isfinite(v):
-        return None, f"<{key}> is '{t.strip()}', not a finite number"
-    return v, None
-
-
-def _int_field(node, key):
-    t = node.findtext(key)
-    if t is None:
-        return None
-    try:
-        return int(float(t))
-    except ValueError:
-        return None
-
-
-def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
-    """Check one VOC XML against its image size `wh` ((w, h), or None if the image is bad: the
-    XML's <size> is used then). Adds every problem to `report`.
-
-    -> list of (name, (x1, y1, x2, y2) 0-based, difficult) of the objects without errors, or None
-       if the XML cannot be read.
-    """
-    if not os.path.isfile(xml_path):
-        report.error(xml_path, "annotation file not found",
-                     "add it or remove the image id from the image set", kind="missing annotation")
-        return None
-    try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        report.error(xml_path, f"unreadable annotation XML ({e}; truncated or not XML)",
-                     "fix or regenerate the file", kind="unreadable XML")
-        return None
-    except OSError as e:
-        report.error(xml_path, f"cannot read annotation XML ({e.strerror})",
-                     "fix the file's permissions", kind="unreadable XML")
-        return None
-    size = root.find("size")
-    xwh = None
-    if size is not None:
-        xw, xh = _int_field(size, "width"), _int_field(size, "height")
-        if xw and xh:
-            xwh = (xw, xh)
-    if wh is not None and xwh is not None and xwh != tuple(wh):
-        report.error(xml_path, f"<size> says {xwh[0]}x{xwh[1]} but {image_path} is "
-                     f"{wh[0]}x{wh[1]} (WxH)", "fix the <size> in the XML (or the image, if it "
-                     "was resized or rotated)", kind="size mismatch")
-    bounds = wh if wh is not None else xwh
-    objects = []
-    for i, obj in enumerate(root.findall("object")):
-        name = (obj.findtext("name") or "").lower().strip()
-        if not name:
-            report.error(xml_path, "no <name> (class)", "add the class name or remove the object",
-                         obj=i, kind="no class name")
-            continue
-        bad = False
-        if class_to_ind is not None and class_to_ind.get(name, 0) == 0:
-            known = [c for c in class_to_ind if c != "__background__"]
-            report.error(xml_path, f"unknown class '{name}' (known: {known})", "fix the <name> or "
-                         "add the class to the class list (classes.txt)", obj=i, name=name,
-                         kind="unknown class")
-            bad = True
-        bb = obj.find("bndbox")
-        if bb is None:
-            report.error(xml_path, "no <bndbox>", "add xmin/ymin/xmax/ymax or remove the object",
-                         obj=i, name=name, kind="no bndbox")
-            continue
-        vals, probs = [], []
-        for k in ("xmin", "ymin", "xmax", "ymax"):
-            v, p = _coord(bb, k)
-            vals.append(v)
-            if p:
-                probs.append(p)
-        if probs:
-            report.error(xml_path, ", ".join(probs), "<bndbox> needs numeric, finite xmin, ymin, "
-                         "xmax, ymax (1-based pixels)", obj=i, name=name, kind="bad coordinate")
-            continue
-        x1, y1, x2, y2 = (v - 1 for v in vals)
-        box = f"box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g})"
-        if x2 < x1 or y2 < y1:
-            report.error(xml_path, f"{box} has xmax < xmin or ymax < ymin",
-                         "swap or fix the coordinates", obj=i, name=name, kind="inverted box")
-            continue
-        if bounds is not None:
-            w, h = bounds
-            if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
-                what = image_path if wh is not None else "(per <size>)"
-                report.error(xml_path, f"{box} lies outside the {w}x{h} image {what}",
-                             f"VOC coordinates are 1-based: clip them to 1..{w} (x) and 1..{h} (y)",
-                             obj=i, name=name, kind="box outside image")
-                continue
-        if bad:
-            continue
-        diff = _int_field(obj, "difficult") or 0
-        objects.append((name, (x1, y1, x2, y2), bool(diff)))
-    return objects
 
 
 def _box_iou(a, b):
@@ -379,8 +277,6 @@ def read_set_ids(path, report):
 
 
 def image_file(src, index):
-    from .pascal_voc import IMAGE_EXTS
-
     base = os.path.join(src, "JPEGImages", index)
     for ext in IMAGE_EXTS:
         if os.path.exists(base + ext):
@@ -460,6 +356,7 @@ def check_voc(sources, image_set, classes, cfg, name=None, decode=True, items=No
         kept = [(n, b) for n, b, d in objs if not d]
         report.num_difficult += len(objs) - len(kept)
         had_error = any(i.level == ERROR for i in report.issues[start:])
+        report.num_empty += not kept and not had_error
         image_warnings(report, xml_path, kept, wh, cfg, boxes_by_class, had_error)
     if items and not report.num_objects:
         report.error(sources[0], f"no objects in the {report.num_images} images of this set",
@@ -601,6 +498,67 @@ def check_coco(ann_file, image_dir, split, cfg, name=None, decode=True, data=Non
                      "annotate the images", kind="empty set")
     _set_warnings(report, boxes_by_class, [cats[c] for c in sorted(cats)], cfg, ann_file)
     return report
+
+
+def check_listing(listing, records, classes, cfg, name=None, decode=True):
+    """Validate the `records` of a labelled folder (datasets.folder.Listing): the problems its
+    reader found (folder-wide and per image), then every image (present, decodable, the size the
+    annotation states) and every box (known class, x2 >= x1, inside the image). -> Report."""
+    report = Report(name or listing.path)
+    report.issues += listing.issues
+    known = set(classes) - {"__background__"}
+    boxes_by_class = defaultdict(list)
+    for rec in records:
+        report.num_images += 1
+        start = len(report.issues)
+        report.issues += rec.issues
+        file = rec.ann_file or rec.image
+        wh = check_image(rec.image, report, decode=decode)
+        if wh is not None and rec.size is not None and tuple(rec.size) != tuple(wh):
+            report.error(file, f"the annotation says {rec.size[0]}x{rec.size[1]} but {rec.image} "
+                         f"is {wh[0]}x{wh[1]} (WxH)", "fix the size in the annotation (or the "
+                         "image, if it was resized or rotated)", kind="size mismatch")
+        kept, labels = [], []
+        for cname, box, difficult, label in rec.objects:
+            if not _box_ok(report, file, cname, box, label, known, wh or rec.size, rec.image):
+                continue
+            if difficult:
+                report.num_difficult += 1
+                continue
+            kept.append((cname, box))
+            labels.append(label)
+        had_error = any(i.level == ERROR for i in report.issues[start:])
+        report.num_empty += not kept and not had_error
+        image_warnings(report, file, kept, wh, cfg, boxes_by_class, had_error, labels=labels)
+    if records and not report.num_objects:
+        report.error(listing.path, f"no objects in the {report.num_images} images of this set",
+                     "annotate the images", kind="empty set")
+    _set_warnings(report, boxes_by_class, [c for c in classes if c != "__background__"], cfg,
+                  listing.path)
+    return report
+
+
+def _box_ok(report, file, cname, box, label, known, bounds, image):
+    """Add the error of one box, if any: unknown class, x2 < x1, outside the image. -> ok."""
+    x1, y1, x2, y2 = box
+    where = f"box (0-based x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g})"
+    if cname not in known:
+        report.error(file, f"unknown class '{cname}' (known: {sorted(known)})", "fix the label or "
+                     "add the class to the class list", obj=label, name=cname, kind="unknown class")
+        return False
+    if not all(math.isfinite(v) for v in box):
+        report.error(file, f"{where} is not finite", "fix the coordinates", obj=label, name=cname,
+                     kind="bad coordinate")
+        return False
+    if x2 < x1 or y2 < y1:
+        report.error(file, f"{where} is less than one pixel wide or high", "fix or remove the box",
+                     obj=label, name=cname, kind="inverted box")
+        return False
+    if bounds is not None and (x1 < 0 or y1 < 0 or x2 > bounds[0] - 1 or y2 > bounds[1] - 1):
+        report.error(file, f"{where} lies outside the {bounds[0]}x{bounds[1]} image {image}",
+                     "clip the box to the image", obj=label, name=cname, kind="box outside image")
+        return False
+    return True
 
 
 # -- imdb level: cached checks used by training ---------------------------------------------

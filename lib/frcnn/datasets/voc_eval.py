@@ -88,19 +88,22 @@ def _load_recs(annopath, imagenames, cachedir, imagesetfile):
 
 
 def voc_eval(detpath, annopath, imagesetfile, classname, cachedir, ovthresh=0.5,
-             use_07_metric=True):
+             use_07_metric=True, recs=None):
     """rec, prec, ap = voc_eval(...).
 
     detpath: format string, detpath.format(classname) is the results file.
     annopath: format string, annopath.format(imagename) is the XML.
     imagesetfile: text file with one image name per line.
     cachedir: where parsed annotations are cached (None: no cache).
+    recs: {image name: parse_rec-style object list} to use instead of reading annopath (the
+    data sets that are not VOC XML give theirs).
     Returns recall [D], precision [D] (over detections sorted by score) and the AP; when the class
     has no non-difficult gt, AP is nan (callers leave it out of the mean).
     """
     with open(imagesetfile) as f:
         imagenames = [x.split()[0] for x in f.read().splitlines() if x.strip()]
-    recs = _load_recs(annopath, imagenames, cachedir, imagesetfile)
+    if recs is None:
+        recs = _load_recs(annopath, imagenames, cachedir, imagesetfile)
     classname = classname.lower().strip()
 
     class_recs = {}

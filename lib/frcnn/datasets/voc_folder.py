@@ -35,6 +35,8 @@ class voc_folder(VOCStyle):
     """A VOC-format folder. Classes: `classes` if given, else <path>/classes.txt (one per line) if
     present, else the sorted names found in its annotations. Name: <folder basename>_<split>."""
 
+    keep_empty_images = True
+
     def __init__(self, path, image_set, cfg, classes=None, use_07_metric=True):
         path = os.path.abspath(os.path.expanduser(path))
         for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):

@@ -55,7 +55,8 @@ def proposal_target(rois, gt_boxes, num_classes, params=ProposalTargetParams(), 
 
     gt is appended; fg (IoU >= fg_thresh) up to round(fg_fraction * rois_per_image), bg (IoU in
     [bg_thresh_lo, bg_thresh_hi)) fills the rest;
-    both without replacement, so S may be smaller than rois_per_image.
+    both without replacement, so S may be smaller than rois_per_image. With no gt (a background
+    image) every RoI is a bg candidate, whatever bg_thresh_lo.
     """
     P = params
     device = rois.device
@@ -76,6 +77,8 @@ def proposal_target(rois, gt_boxes, num_classes, params=ProposalTargetParams(), 
     fg_inds = _choice(max_ov >= P.fg_thresh, fg_per_image, generator)
     num_fg = fg_inds.numel()
     bg_mask = (max_ov < P.bg_thresh_hi) & (max_ov >= P.bg_thresh_lo)
+    if gt.shape[0] == 0:  # a background image: every RoI is a negative (no gt to be near)
+        bg_mask = torch.ones_like(max_ov, dtype=torch.bool)
     bg_inds = _choice(bg_mask, int(rois_per_image - num_fg), generator)
     keep = torch.cat((fg_inds, bg_inds))
     labels = labels[keep].clone()

@@ -76,10 +76,21 @@ def append_flipped(roidb):
     return list(roidb) + [flipped_entry(e) for e in roidb]
 
 
+def keep_empty_images(imdb, cfg):
+    """TRAIN.KEEP_EMPTY_IMAGES, 'auto' resolved by the data set (imdb.keep_empty_images)."""
+    keep = cfg.TRAIN.KEEP_EMPTY_IMAGES
+    return bool(getattr(imdb, "keep_empty_images", False)) if keep == "auto" else bool(keep)
+
+
 def get_training_roidb(imdb, cfg):
     """The imdb's gt roidb (difficult objects dropped), plus flips when TRAIN.USE_FLIPPED,
-    prepared. The imdb's own roidb is not modified."""
+    prepared. The imdb's own roidb is not modified. Entries without objects are marked
+    'background_image' when they are to be kept (keep_empty_images): filter_roidb keeps them."""
     roidb = [dict(e) for e in imdb.roidb]
+    if keep_empty_images(imdb, cfg):
+        for e in roidb:
+            if not np.any(np.asarray(e["gt_classes"]) > 0):
+                e["background_image"] = True
     if cfg.TRAIN.USE_FLIPPED:
         print("Appending horizontally-flipped training examples...")
         roidb = append_flipped(roidb)
@@ -89,8 +100,11 @@ def get_training_roidb(imdb, cfg):
 
 
 def filter_roidb(roidb, cfg):
-    """Drop entries with no RoI usable as fg (overlap >= FG_THRESH) or bg ([BG_LO, BG_HI))."""
+    """Drop entries with no RoI usable as fg (overlap >= FG_THRESH) or bg ([BG_LO, BG_HI)),
+    except the background images get_training_roidb marked (negatives only)."""
     def is_valid(e):
+        if e.get("background_image"):
+            return True
         if "max_overlaps" not in e:
             _set_max(e)
         ov = e["max_overlaps"]
