@@ -11,7 +11,6 @@ that test_net keeps), 0.3 and 0.5.
 import argparse
 import glob
 import os
-import pickle
 import subprocess
 import sys
 
@@ -124,8 +123,9 @@ def main():
 
 def report(keep, m_ap, det_file, folder, thresholds=(0.05, 0.3, 0.5)):
     """Print the mAP line and the detections per background test image at each threshold."""
-    with open(det_file, "rb") as f:
-        all_boxes = pickle.load(f)
+    from frcnn.safe_io import load_pickle
+
+    all_boxes = load_pickle(det_file, "detections")
     with open(os.path.join(folder, "ImageSets", "Main", "test.txt")) as f:
         ids = [ln.strip() for ln in f if ln.strip()]
     bg = [k for k, i in enumerate(ids) if i.startswith("bg_")]

@@ -354,7 +354,7 @@ def test_keep_empty_images_takes_true_false_or_auto():
 
 def test_an_image_without_objects_gives_all_background_targets():
     from frcnn.rpn.anchor_target import anchor_target
-    from frcnn.rpn.proposal_target import ProposalTargetParams, proposal_target
+    from frcnn.roi_data.proposal_target import ProposalTargetParams, proposal_target
 
     anchors = torch.tensor([[0., 0., 15., 15.], [16., 0., 31., 15.], [0., 16., 15., 31.]])
     t = anchor_target(anchors, torch.zeros((0, 5)), torch.tensor([32., 32., 1.]),

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import _init_paths  # noqa: F401
+from frcnn.cli import run_main
 
 
 def main(argv=None):
@@ -35,4 +36,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_init_paths.run_main(main))
+    sys.exit(run_main(main))
