@@ -148,11 +148,16 @@ class Detector:
 
     @classmethod
     def from_file(cls, path, device="cpu", cfg=None, net=None, classes=None, **thresholds):
-        """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools.
+        """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools, or an
+        .onnx written by tools/export.py (-> frcnn.deploy.OnnxDetector on ONNX Runtime).
 
         net / classes: only for files that do not store them. cfg: see load_cfg.
         thresholds: score_thresh, nms_thresh, max_per_image (default: cfg TEST.*).
         """
+        if str(path).lower().endswith(".onnx"):  # tools/export.py --format onnx; no torch
+            from frcnn.deploy import OnnxDetector
+
+            return OnnxDetector(path, **thresholds)
         import torch
 
         from frcnn.models import NETS, build_model
