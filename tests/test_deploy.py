@@ -153,7 +153,7 @@ def test_onnx_map_equals_eager_map(exported, tmp_path):
     cfg = get_default_cfg()
     cfg.DATA_DIR = str(tmp_path / "data")
     imdb = get_imdb(f"voc_folder:{root}:test", cfg)
-    assert imdb.classes == CLASSES
+    assert list(imdb.classes) == CLASSES
     maps = {}
     for name, run in (("eager", det), ("onnx", OnnxDetector(path))):
         all_boxes = [[np.zeros((0, 5), np.float32) for _ in range(imdb.num_images)]
