@@ -45,13 +45,15 @@ class Dets:
 
 
 def spread_random_model(net, seed=0):
-    """A random-weight model whose scores are spread out: with the reference init (N(0, 0.01)
-    predictors) every class scores 1/(K+1) to 3 decimals, so a 1e-7 difference between two
-    convolution libraries reorders near-ties and says nothing about the export."""
+    """A model with random RPN and head whose scores are spread out: with the reference init
+    (N(0, 0.01) predictors) every class scores 1/(K+1) to 3 decimals, so a 1e-7 difference
+    between two convolution libraries reorders near-ties and says nothing about the export.
+    ELITE0 keeps its ImageNet convs (the pip package requirements.txt installs): randomly
+    initialised, its frozen-BN trunk gives features of std 1e-6, every anchor fg 0.5."""
     from frcnn.models import build_model
 
     torch.manual_seed(seed)
-    m = build_model(net, len(CLASSES), small_cfg(), pretrained=False)
+    m = build_model(net, len(CLASSES), small_cfg(), pretrained=net == "ELITE0")
     with torch.no_grad():
         for layer, std in ((m.rpn.rpn_cls_score, 3.0), (m.rpn.rpn_bbox_pred, 0.3),
                            (m.head.cls_score, 3.0), (m.head.bbox_pred, 0.3)):
@@ -139,7 +141,7 @@ def test_onnx_without_torch_gives_the_eager_detections(exported, backend, tmp_pa
 
 def test_onnx_map_equals_eager_map(exported, tmp_path):
     from frcnn.datasets.factory import get_imdb
-    from frcnn.deploy import OnnxDetector
+    from frcnn.deploy import OnnxDetector, evaluate_imdb
 
     det, path, _ = exported
     rng = np.random.default_rng(2)
@@ -154,15 +156,8 @@ def test_onnx_map_equals_eager_map(exported, tmp_path):
     cfg.DATA_DIR = str(tmp_path / "data")
     imdb = get_imdb(f"voc_folder:{root}:test", cfg)
     assert list(imdb.classes) == CLASSES
-    maps = {}
-    for name, run in (("eager", det), ("onnx", OnnxDetector(path))):
-        all_boxes = [[np.zeros((0, 5), np.float32) for _ in range(imdb.num_images)]
-                     for _ in CLASSES]
-        for i in range(imdb.num_images):
-            d = run(imdb.image_path_at(i))
-            for j in range(1, len(CLASSES)):
-                all_boxes[j][i] = np.hstack([d.boxes, d.scores[:, None]])[d.labels == j]
-        maps[name] = imdb.evaluate_detections(all_boxes, str(tmp_path / name))
+    maps = {name: evaluate_imdb(run, imdb, str(tmp_path / name))
+            for name, run in (("eager", det), ("onnx", OnnxDetector(path)))}
     assert maps["eager"] > 0.001  # random boxes hit some objects: a mAP that can move
     assert abs(maps["eager"] - maps["onnx"]) <= 0.002, maps
 
@@ -201,6 +196,7 @@ def _nms_runs(path):
 
 def test_onnx_nms_plus_one_rule_on_touching_boxes_and_tied_scores(nms_onnx):
     from frcnn.ops import nms
+    from frcnn.ops.boxes import box_iou
 
     # [0, 0, 9, 9] and [5, 0, 14, 9]: IoU 50 / 150 = 0.333 with the +1 rule (suppressed at 0.3),
     # 36 / 126 = 0.286 without it (kept); tied scores: the lower index is kept
@@ -217,12 +213,20 @@ def test_onnx_nms_plus_one_rule_on_touching_boxes_and_tied_scores(nms_onnx):
         b = np.hstack([xy, xy + rng.integers(0, 12, (60, 2))]).astype(np.float32)
         s = rng.choice([0.3, 0.5, 0.7, 0.9], 60).astype(np.float32)
         cases.append((b, s, None))
+    n_ov = 0
     for backend, run in _nms_runs(nms_onnx).items():
         for b, s, want in cases:
             ours = nms(torch.from_numpy(b), torch.from_numpy(s), 0.3).tolist()
             if want is not None:
                 assert ours == want
+            # OpenVINO suppresses at IoU == threshold too (ONNX, ORT and py-faster-rcnn: only
+            # above); integer boxes hit 0.3 exactly, real-valued detections practically never
+            iou = box_iou(torch.from_numpy(b), torch.from_numpy(b))
+            if backend == "openvino" and bool(((iou - 0.3).abs() < 1e-6).any()):
+                continue
+            n_ov += backend == "openvino"
             assert run(b, s).tolist() == ours, (backend, b, s)
+    assert n_ov >= 10
 
 
 def test_onnx_detector_refuses_other_thresholds_and_detect_py_runs_it(exported, tmp_path):

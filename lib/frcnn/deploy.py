@@ -150,3 +150,16 @@ def match_detections(ref, other, box_tol=0.5, score_tol=1e-3):
             used[hit[0]] = True
             matched += 1
     return matched
+
+
+def evaluate_imdb(det, imdb, output_dir):
+    """mAP (imdb.evaluate_detections, the VOC devkit's for VOC-style sets) of a Detector or an
+    OnnxDetector over every image of `imdb`."""
+    all_boxes = [[np.zeros((0, 5), np.float32) for _ in range(imdb.num_images)]
+                 for _ in range(imdb.num_classes)]
+    for i in range(imdb.num_images):
+        d = det(imdb.image_path_at(i))
+        dets = np.hstack([d.boxes, d.scores[:, None]]).astype(np.float32)
+        for j in range(1, imdb.num_classes):
+            all_boxes[j][i] = dets[d.labels == j]
+    return float(imdb.evaluate_detections(all_boxes, output_dir))
