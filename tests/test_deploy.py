@@ -76,16 +76,18 @@ def _images(folder, n, seed=1):
     return paths
 
 
-@pytest.fixture(scope="module", params=["TINY", "ELITE0"])
+@pytest.fixture(scope="module", params=["TINY", "ELITE0", "TINY-align"])
 def exported(request, tmp_path_factory):
-    """(Detector, .onnx path, images): a spread random model exported by tools/export.py."""
+    """(Detector, .onnx path, images): a spread random model exported by tools/export.py;
+    -align: POOLING_MODE align (RoiAlign)."""
     from frcnn import Detector
 
-    net = request.param
-    d = tmp_path_factory.mktemp(net.lower())
+    net, _, align = request.param.partition("-")
+    d = tmp_path_factory.mktemp(request.param.lower())
     pth = str(d / f"{net.lower()}_faster_rcnn_final.pth")
     torch.save({"model": spread_random_model(net).state_dict(), "net": net, "classes": CLASSES}, pth)
-    (d / "cfg.yml").write_text("TEST:\n  SCALES: [160]\n  MAX_SIZE: 320\n  RPN_POST_NMS_TOP_N: 100\n")
+    (d / "cfg.yml").write_text(("POOLING_MODE: align\n" if align else "")
+                               + "TEST:\n  SCALES: [160]\n  MAX_SIZE: 320\n  RPN_POST_NMS_TOP_N: 100\n")
     images = _images(d, 12)
     out = str(d / "det.onnx")
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--model", pth,
@@ -116,7 +118,8 @@ def test_onnx_file_is_standard_ops_with_dynamic_size_and_metadata(exported):
     m = onnx.load(path)
     assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"}
     ops = {n.op_type for n in m.graph.node}
-    assert {"NonMaxSuppression", "MaxRoiPool", "TopK"} <= ops
+    pooling = "RoiAlign" if det.cfg.POOLING_MODE == "align" else "MaxRoiPool"
+    assert {"NonMaxSuppression", pooling, "TopK"} <= ops and len(ops & {"RoiAlign", "MaxRoiPool"}) == 1
     assert all(n.domain in ("", "ai.onnx") for n in m.graph.node)
     dims = [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     assert dims[:2] == [1, 3] and all(isinstance(x, str) for x in dims[2:]), dims

@@ -4,7 +4,6 @@ TEST.SCORE_THRESH / TEST.MAX_PER_IMAGE in test_net, Detector(nms_thresh=...) and
 detect.py --nms. Hand-worked on a stub model: three class-1 boxes, two with IoU 0.5 (+1 pixel
 convention), scores 0.9 / 0.8 / 0.3."""
 import json
-import os
 import pickle
 
 import numpy as np

@@ -53,13 +53,12 @@ def make_model_file(net, work, model=None):
     if spec["cfg"]:
         cfg = cfg_from_file(os.path.join(_init_paths.ROOT, spec["cfg"]), cfg)
     torch.manual_seed(0)
-    m = build_model(net, spec["classes"], cfg, parts=("rpn", "head"), pretrained=False)
+    # ELITE0 with its ImageNet convs (pip package, no download): a random trunk gives all-equal
+    # features and a degenerate RPN; VGG16 random (timing does not depend on the weights)
+    m = build_model(net, spec["classes"], cfg, parts=("rpn", "head"), pretrained=net == "ELITE0")
     path = os.path.join(work, f"{net.lower()}_faster_rcnn_final.pth")
     classes = ["__background__"] + [f"c{i}" for i in range(1, spec["classes"])]
     torch.save({"model": m.state_dict(), "net": net, "classes": classes}, path)
-    if spec["cfg"]:  # beside the model, where Detector.from_file looks for it
-        with open(os.path.join(work, "cfg.yml"), "w") as f:
-            f.write(open(os.path.join(_init_paths.ROOT, spec["cfg"])).read())
     return path
 
 
@@ -81,7 +80,8 @@ def runners(net, work, threads, calib, model=None):
     from frcnn.export import export_onnx, quantize_int8
 
     pth = make_model_file(net, work, model)
-    det = Detector.from_file(pth)
+    cfg = NETS[net]["cfg"]
+    det = Detector.from_file(pth, cfg=os.path.join(_init_paths.ROOT, cfg) if cfg else None)
     onnx_path = os.path.join(work, f"{net.lower()}.onnx")
     t = time.perf_counter()
     export_onnx(det, onnx_path)
