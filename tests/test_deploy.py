@@ -250,3 +250,27 @@ def test_onnx_detector_refuses_other_thresholds_and_detect_py_runs_it(exported, 
     d = det(images[1])
     assert len(got) == len(d) > 0
     assert [g["category_name"] for g in got[:5]] == d.class_names[:5]
+
+
+@pytest.mark.parametrize("exported", ["TINY"], indirect=True)
+def test_int8_file_quantizes_convs_keeps_metadata_and_runs(exported, tmp_path):
+    import onnx
+
+    from frcnn.deploy import OnnxDetector
+    from frcnn.export import quantize_int8
+
+    det, path, images = exported
+    q = quantize_int8(path, str(tmp_path / "det-int8.onnx"), images[:4])
+    m = onnx.load(q)
+    dequantized = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs and all({n.input[0], n.input[1]} <= dequantized for n in convs)  # int8 in, int8 w
+    assert json.loads({p.key: p.value for p in m.metadata_props}["frcnn"])["int8"] is True
+    for backend in BACKENDS:
+        e = OnnxDetector(q, backend=backend)(images[5])
+        assert len(e) > 0 and set(e.labels) <= {1, 2, 3}
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--model",
+                        path, "--out", str(tmp_path / "x.pt2"), "--int8"],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith(f"error: {tmp_path / 'x.pt2'}: --int8 quantizes the ONNX export")
