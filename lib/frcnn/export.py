@@ -19,6 +19,7 @@ JSON under "frcnn"; frcnn.deploy runs the file without torch.
 """
 import json
 import logging
+import os
 import warnings
 
 import torch
@@ -189,12 +190,19 @@ def calibration_images(imdb, n=100):
     return [imdb.image_path_at(int(i)) for i in idx]
 
 
+# int8 where it pays and cannot move a box: convolutions, fc layers and the explicit pads between
+# ELITE0's convolutions (a float Pad would need a DequantizeLinear / QuantizeLinear pair)
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Pad"]
+
+
 def quantize_int8(onnx_path, out_path, image_paths):
     """ONNX Runtime static quantization (QDQ, int8 weights per channel, uint8 activations) of the
     convolutions and fully connected layers of an exported detector, calibrated (MinMax) on the
     images' blobs. Box arithmetic, RoI pooling and NMS stay float32. -> out_path."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from frcnn.api import read_any_image
     from frcnn.deploy import onnx_blob, read_metadata
@@ -209,10 +217,16 @@ def quantize_int8(onnx_path, out_path, image_paths):
             path = next(self.paths, None)
             return None if path is None else onnx_blob(read_any_image(path), meta)
 
-    quantize_static(onnx_path, out_path, Blobs(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv", "Gemm", "MatMul"], per_channel=True,
+    # ORT's graph optimizations first (the warning quantize_static gives without them): they
+    # fold ELITE0's frozen-BN Mul / Add into the convolutions, which otherwise sit between
+    # QuantizeLinear / DequantizeLinear pairs in float and made the int8 file slower than fp32
+    prepared = out_path + ".prep.onnx"
+    quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+    quantize_static(prepared, out_path, Blobs(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
+    os.remove(prepared)
     import onnx
 
     proto = onnx.load(out_path)  # the metadata, whether or not the quantizer kept it
