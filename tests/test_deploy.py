@@ -263,8 +263,13 @@ def test_int8_file_quantizes_convs_keeps_metadata_and_runs(exported, tmp_path):
     q = quantize_int8(path, str(tmp_path / "det-int8.onnx"), images[:4])
     m = onnx.load(q)
     dequantized = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
-    convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
-    assert convs and all({n.input[0], n.input[1]} <= dequantized for n in convs)  # int8 in, int8 w
+
+    def int8(layer):  # its Conv / Gemm reads dequantized int8 activations and weights
+        n = next(n for n in m.graph.node if n.op_type in ("Conv", "Gemm") and layer in n.input[1])
+        return {n.input[0], n.input[1]} <= dequantized
+
+    assert int8("backbone.conv1.weight") and int8("rpn.rpn_conv.weight") and int8("head.fc7.weight")
+    assert not int8("head.bbox_pred.weight") and not int8("rpn.rpn_cls_score.weight")
     assert json.loads({p.key: p.value for p in m.metadata_props}["frcnn"])["int8"] is True
     for backend in BACKENDS:
         e = OnnxDetector(q, backend=backend)(images[5])
