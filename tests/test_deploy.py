@@ -268,8 +268,9 @@ def test_int8_file_quantizes_convs_keeps_metadata_and_runs(exported, tmp_path):
         n = next(n for n in m.graph.node if n.op_type in ("Conv", "Gemm") and layer in n.input[1])
         return {n.input[0], n.input[1]} <= dequantized
 
-    assert int8("backbone.conv1.weight") and int8("rpn.rpn_conv.weight") and int8("head.fc7.weight")
-    assert not int8("head.bbox_pred.weight") and not int8("rpn.rpn_cls_score.weight")
+    assert int8("backbone.conv2.weight") and int8("head.fc6.weight") and int8("head.fc7.weight")
+    assert not any(int8(f"{x}.weight") for x in ("backbone.conv1", "rpn.rpn_conv",
+                                                  "rpn.rpn_cls_score", "head.bbox_pred"))
     assert json.loads({p.key: p.value for p in m.metadata_props}["frcnn"])["int8"] is True
     for backend in BACKENDS:
         e = OnnxDetector(q, backend=backend)(images[5])
