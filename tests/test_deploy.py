@@ -181,7 +181,7 @@ def nms_onnx(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("nms") / "nms.onnx")
     n = Dim("n", min=2, max=10000)
     ex = (torch.tensor([[0, 0, 9, 9], [5, 0, 14, 9.]]), torch.tensor([0.9, 0.8]))
-    torch.onnx.export(NmsOnly(), ex, path, dynamo=True, opset_version=ONNX_OPSET,
+    torch.onnx.export(NmsOnly().eval(), ex, path, dynamo=True, opset_version=ONNX_OPSET,
                       dynamic_shapes={"boxes": {0: n}, "scores": {0: n}},
                       custom_translation_table=onnx_translations(), input_names=["boxes", "scores"])
     return path
