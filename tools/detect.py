@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Faster R-CNN detection: images -> COCO-style JSON "
                                 "(+ PNGs with --vis)")
     p.add_argument("inputs", nargs="+", help="images or folders (every .jpg/.jpeg/.png/.bmp)")
-    p.add_argument("--model", required=True, help="*_faster_rcnn_final.pth")
+    p.add_argument("--model", required=True, help="*_faster_rcnn_final.pth, or an .onnx from "
+                   "tools/export.py (run by ONNX Runtime)")
     p.add_argument("--net", default=None, help="only for model files that do not store it")
     p.add_argument("--imdb", default=None, help="take class names from this image set")
     p.add_argument("--out", default="detections.json", help="JSON file to write")
@@ -48,16 +49,19 @@ def main(argv=None):
     from frcnn.utils.timer import Timer
 
     images = list_images(args.inputs)
-    cfg = model_cfg(args.model, args.cfg_file, args.set_cfgs, args.device)
-    classes = None
-    if args.imdb:
-        from frcnn.datasets.factory import get_imdb
+    thresholds = dict(score_thresh=args.score_thresh, nms_thresh=args.nms,
+                      max_per_image=args.max_per_image)
+    if args.model.lower().endswith(".onnx"):  # classes, blob and thresholds are in the file
+        det = Detector.from_file(args.model, **thresholds)
+    else:
+        cfg = model_cfg(args.model, args.cfg_file, args.set_cfgs, args.device)
+        classes = None
+        if args.imdb:
+            from frcnn.datasets.factory import get_imdb
 
-        classes = list(get_imdb(args.imdb, cfg).classes)
-    device = cfg.DEVICE
-    det = Detector.from_file(args.model, device=device, cfg=cfg, net=args.net, classes=classes,
-                             score_thresh=args.score_thresh, nms_thresh=args.nms,
-                             max_per_image=args.max_per_image)
+            classes = list(get_imdb(args.imdb, cfg).classes)
+        det = Detector.from_file(args.model, device=cfg.DEVICE, cfg=cfg, net=args.net,
+                                 classes=classes, **thresholds)
     print(f"{det} on {len(images)} image(s)")
     args.thresh = det.draw_thresh if args.thresh is None else args.thresh
     if args.vis:

@@ -168,13 +168,18 @@ class Detector:
     @classmethod
     def from_file(cls, path, device="cpu", cfg=None, net=None, classes=None, trust_file=False,
                   **thresholds):
-        """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools.
+        """Load a *_faster_rcnn_final.pth (or end2end final) written by the training tools, or an
+        .onnx written by tools/export.py (-> frcnn.deploy.OnnxDetector on ONNX Runtime).
 
         net / classes: only for files that do not store them. cfg: see load_cfg.
         trust_file: load it even if it asks to run code (only for a file you trust; by default
         such a file raises frcnn.safe_io.UnsafeFileError, see frcnn.safe_io).
         thresholds: score_thresh, nms_thresh, max_per_image (default: cfg TEST.*).
         """
+        if str(path).lower().endswith(".onnx"):  # tools/export.py --format onnx; no torch
+            from frcnn.deploy import OnnxDetector
+
+            return OnnxDetector(path, **thresholds)
         from frcnn.model_file import ModelFile
         from frcnn.safe_io import trust
 

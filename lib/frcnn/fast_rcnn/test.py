@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from frcnn.utils.bbox_transform import bbox_transform_inv, clip_boxes
-from frcnn.fast_rcnn.nms_wrapper import nms
+from frcnn.utils.bbox_transform import clip_boxes, decode_boxes
 from frcnn.utils import distributed as du
 from frcnn.utils.timer import Timer
 
@@ -122,11 +121,8 @@ def im_detect(model, im, cfg, proposals=None):
     out = model(images.to(device), im_info.to(device), proposals=props_t)
     boxes = out["rois"][:, 1:5] / scale
     scores = out["cls_prob"].float()
-    if cfg.TEST.BBOX_REG:
-        pred = bbox_transform_inv(boxes.float(), out["bbox_pred"].float())
-        pred = clip_boxes(pred, im.shape)
-    else:
-        pred = boxes.repeat(1, scores.shape[1])
+    pred = decode_detections(boxes.float(), out["bbox_pred"].float(), im.shape,
+                             cfg.TEST.BBOX_REG).reshape(len(scores), scores.shape[1] * 4)
     scores, pred = scores.cpu().numpy(), pred.cpu().numpy()
     if inv is not None:
         scores, pred = scores[inv], pred[inv]
@@ -152,11 +148,8 @@ def _im_detect_pyramid(model, im, cfg, proposals, device):
     scores = out["cls_prob"].float().cpu()[back]
     deltas = out["bbox_pred"].float().cpu()[back]
     boxes_t = torch.from_numpy(boxes.astype(np.float32))  # original-image RoIs, as the reference
-    if cfg.TEST.BBOX_REG:
-        pred = clip_boxes(bbox_transform_inv(boxes_t, deltas), im.shape)
-    else:
-        pred = boxes_t.repeat(1, scores.shape[1])
-    scores, pred = scores.numpy(), pred.numpy()
+    pred = decode_detections(boxes_t, deltas, im.shape, cfg.TEST.BBOX_REG)
+    scores, pred = scores.numpy(), pred.reshape(len(scores), scores.shape[1] * 4).numpy()
     if inv is not None:
         scores, pred = scores[inv], pred[inv]
     return scores, pred
@@ -177,27 +170,68 @@ def im_proposals(model, im, cfg):
     return boxes, scores
 
 
+def decode_detections(boxes, bbox_pred, image_size, bbox_reg=True):
+    """Per-class boxes of the RoIs, clipped to the image (im_detect's bbox_transform_inv +
+    clip_boxes), in torch ops that torch.export and the ONNX exporter trace.
+
+    boxes [R, 4] RoIs in original-image pixels; bbox_pred [R, 4(K+1)] deltas; image_size (H, W)
+    sequence or tensor; bbox_reg False (TEST.BBOX_REG): the RoIs tiled -> [R, K+1, 4].
+    """
+    k = bbox_pred.shape[1] // 4
+    if bbox_reg:
+        pred = decode_boxes(boxes.to(bbox_pred.dtype), bbox_pred)
+    else:
+        pred = boxes[:, None, :].expand(-1, k, 4).to(bbox_pred.dtype)
+    return clip_boxes(pred.reshape(-1, 4 * k), image_size).reshape(-1, k, 4)
+
+
+def select_detections(scores, boxes, score_thresh, nms_thresh, max_per_image):
+    """The test-time post-processing, written once (test_net, Detector, the .pt2 and the ONNX
+    graph all run this): per class j >= 1 the boxes with score > score_thresh, NMS at nms_thresh
+    (+1 pixel IoU), then over all classes the scores >= the max_per_image-th best (<= 0: no cap),
+    as py-faster-rcnn's test_net.
+
+    scores [R, K+1], boxes [R, K+1, 4] torch -> (boxes [D, 4], scores [D], labels [D] int64) by
+    descending score (ties: lower class, then NMS order first).
+    """
+    from frcnn.ops import nms as nms_op
+
+    all_boxes, all_scores, all_labels = [], [], []
+    for j in range(1, scores.shape[1]):
+        sj = scores[:, j]
+        inds = torch.nonzero(sj > score_thresh).reshape(-1)
+        b, s = boxes[inds, j], sj[inds]
+        keep = nms_op(b, s, nms_thresh)
+        all_boxes.append(b[keep])
+        all_scores.append(s[keep])
+        all_labels.append(torch.full_like(keep, j))
+    boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+    labels = torch.cat(all_labels)
+    if max_per_image > 0:
+        # scores >= the max_per_image-th best; padding keeps everything when there are fewer
+        ranked = torch.sort(scores, descending=True, stable=True).values
+        kth = torch.cat([ranked, ranked.new_full((max_per_image,), -1.0)])[max_per_image - 1]
+        keep = torch.nonzero(scores >= kth).reshape(-1)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return boxes[order], scores[order], labels[order]
+
+
 def detections_for_image(scores, boxes, num_classes, thresh, nms_thresh, max_per_image):
-    """Per-class threshold + NMS, then a cap over all classes (py-faster-rcnn's test_net).
+    """select_detections on im_detect's numpy output, as py-faster-rcnn's per-class lists.
 
     scores [R, K+1], boxes [R, 4(K+1)] -> list of K+1 arrays [D, 5] (x1, y1, x2, y2, score),
-    entry 0 empty.
+    entry 0 empty, each by descending score.
     """
-    dets = [np.zeros((0, 5), dtype=np.float32)]
-    for j in range(1, num_classes):
-        inds = np.where(scores[:, j] > thresh)[0]
-        cls_dets = np.hstack((boxes[inds, j * 4:(j + 1) * 4],
-                              scores[inds, j][:, None])).astype(np.float32, copy=False)
-        keep = nms(cls_dets, nms_thresh)
-        dets.append(cls_dets[keep, :])
-    if max_per_image > 0:
-        image_scores = np.hstack([dets[j][:, -1] for j in range(1, num_classes)])
-        if len(image_scores) > max_per_image:
-            image_thresh = np.sort(image_scores)[-max_per_image]
-            for j in range(1, num_classes):
-                keep = np.where(dets[j][:, -1] >= image_thresh)[0]
-                dets[j] = dets[j][keep, :]
-    return dets
+    scores_t = torch.as_tensor(np.asarray(scores, np.float32))[:, :num_classes]
+    boxes = np.asarray(boxes, np.float32)
+    boxes_t = torch.as_tensor(boxes).reshape(len(scores_t), boxes.shape[1] // 4, 4)
+    b, s, labels = select_detections(scores_t, boxes_t[:, :num_classes], float(thresh),
+                                     float(nms_thresh), int(max_per_image))
+    dets = torch.cat([b, s[:, None]], dim=1).numpy()
+    labels = labels.numpy()
+    # the global order is stable, so each class keeps its NMS order
+    return [np.zeros((0, 5), np.float32)] + [dets[labels == j] for j in range(1, num_classes)]
 
 
 def vis_detections(im, dets_per_class, classes, thresh=0.5):
