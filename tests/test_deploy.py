@@ -85,7 +85,13 @@ def exported(request, tmp_path_factory):
     net, _, align = request.param.partition("-")
     d = tmp_path_factory.mktemp(request.param.lower())
     pth = str(d / f"{net.lower()}_faster_rcnn_final.pth")
-    torch.save({"model": spread_random_model(net).state_dict(), "net": net, "classes": CLASSES}, pth)
+    from frcnn.config import get_default_cfg
+    from frcnn.models import pooling_meta
+
+    cfg = get_default_cfg()
+    cfg.POOLING_MODE = "align" if align else "pool"
+    torch.save({"model": spread_random_model(net).state_dict(), "net": net, "classes": CLASSES,
+                **pooling_meta(cfg)}, pth)  # the file says how it pools, as training writes it
     (d / "cfg.yml").write_text(("POOLING_MODE: align\n" if align else "")
                                + "TEST:\n  SCALES: [160]\n  MAX_SIZE: 320\n  RPN_POST_NMS_TOP_N: 100\n")
     images = _images(d, 12)

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from frcnn.api import Detections, read_any_image
+from frcnn.api import DEFAULT_DRAW_THRESH, Detections, read_any_image
 from frcnn.errors import ConfigError
 from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
@@ -70,6 +70,8 @@ class OnnxDetector:
         self.score_thresh = self.meta["score_thresh"]
         self.nms_thresh = self.meta["nms"]
         self.max_per_image = self.meta["max_per_image"]
+        # detect.py's drawing default: the F1-best score test_net stored before export
+        self.draw_thresh = float(self.meta.get("draw_thresh") or DEFAULT_DRAW_THRESH)
         self._check_thresholds(thresholds)
         self._run = (_ort_runner if backend == "onnxruntime" else _openvino_runner)(path, num_threads)
 

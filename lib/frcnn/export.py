@@ -135,7 +135,7 @@ def metadata_json(det):
                        "test_scale": int(c.TEST.SCALES[0]), "test_max_size": int(c.TEST.MAX_SIZE),
                        "pixel_means_bgr": [float(x) for x in c.PIXEL_MEANS.reshape(-1)],
                        "score_thresh": det.score_thresh, "nms": det.nms_thresh,
-                       "max_per_image": det.max_per_image,
+                       "max_per_image": det.max_per_image, "draw_thresh": det.draw_thresh,
                        "pooling_mode": str(c.POOLING_MODE)})
 
 
