@@ -99,6 +99,9 @@ class AltOpt:
                              "values: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN")
         self.lrs = lrs
         self.amp = amp_dtype(cfg, self.device, self.net)
+        from frcnn.fast_rcnn.validation import validation_images
+
+        self.val = validation_images(self.imdb, cfg, self.out)  # [] under SOLVER.SCHEDULE fixed
         print(f"alt-opt {self.net} on {self.imdb.name} ({self.imdb.num_images} images, "
               f"{self.imdb.num_classes - 1} classes) -> {self.out}; device {self.device}, "
               f"seed {self.seed}, {threads_note()}")
@@ -218,21 +221,37 @@ class AltOpt:
         if stage.proposals:
             with open(self.proposals_file(stage.proposals), "rb") as f:
                 roidb = merge_proposals(roidb, pickle.load(f))
-        roidb = filter_roidb(roidb, cfg)
+        held_out = {self.imdb.image_index[i] for i in self.val}
+        roidb = filter_roidb([e for e in roidb if e["index"] not in held_out], cfg)
         if stage.kind == "fast_rcnn":
             means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
             model.set_bbox_normalization(means, stds)
             extra.update(bbox_means=means, bbox_stds=stds)
         k = stage.iters_index
-        solver = SolverParams.from_cfg(cfg, cfg.ALT_OPT.ITERS[k], cfg.ALT_OPT.STEPSIZES[k],
-                                       base_lr=self.lrs[k])
+        step = cfg.ALT_OPT.STEPSIZES[k] if not self.val else 0  # plateau: steps by the data
+        solver = SolverParams.from_cfg(cfg, cfg.ALT_OPT.ITERS[k], step, base_lr=self.lrs[k])
         return train_model(
             model, loader_factory(roidb, cfg, ims, self.seed, bool(stage.proposals),
                                   self.args.workers),
             solver, self.out, f"{self.net.lower()}_{stage.name}", ims_per_batch=ims,
             seed=self.seed, data_signature=roidb_signature(roidb), frozen=frozen,
             resume=self.resume, device=self.device, amp=self.amp, extra=extra,
-            find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
+            find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS),
+            plateau=self.plateau(stage, cfg, solver.max_iters) if self.val else None)
+
+    def plateau(self, stage, cfg, ceiling):
+        """The stage's own measure on the held-out images: RPN average recall, or Fast R-CNN
+        mAP (area) on this stage's proposals."""
+        from frcnn.fast_rcnn import validation as V
+
+        if stage.kind == "rpn":
+            name, fn = "rpn_ar300", lambda m: V.rpn_average_recall(m, self.imdb, self.val, cfg)
+        else:
+            with open(self.proposals_file(stage.proposals), "rb") as f:
+                props = pickle.load(f)
+            name, fn = "map_area", lambda m: V.detection_map(m, self.imdb, self.val, cfg, props)
+        return V.plateau_hook_factory(cfg, fn, name, ceiling, self.out,
+                                      f"{self.net.lower()}_{stage.name}")
 
     def write_proposals(self, rpn_stage):
         """RPN proposals of every train image (unflipped), as the reference's rpn_generate."""

@@ -84,6 +84,18 @@ def _defaults():
     # ZF 1.6x), float32 for the others, on CUDA and on other CPUs.
     C.SOLVER.AMP = "auto"
     C.SOLVER.DISPLAY = 20               # print smoothed losses every N iterations
+    # 'fixed': the ITERS / STEPSIZES schedule (the paper's). 'plateau': each stage measures itself
+    # on held-out training images every EVAL_PERIOD iterations, lr x GAMMA after PATIENCE
+    # evaluations without improvement, stops at the MAX_PLATEAUS-th plateau or at ITERS (the
+    # ceiling), and hands on its best weights (frcnn.engine.plateau; auto-sized folders use it).
+    C.SOLVER.SCHEDULE = "fixed"
+    C.SOLVER.PLATEAU = edict()
+    C.SOLVER.PLATEAU.EVAL_PERIOD = 0    # iterations between evaluations; 0: a 20th of the ceiling
+    C.SOLVER.PLATEAU.PATIENCE = 3       # evaluations without a new best that make a plateau
+    C.SOLVER.PLATEAU.MAX_PLATEAUS = 2   # the lr drops at each plateau before this one; stop at it
+    C.SOLVER.PLATEAU.MIN_DELTA = 0.0    # a new best must beat the old by more than this
+    C.SOLVER.PLATEAU.VAL_FRACTION = 0.1  # share of the training images held out (name hash)
+    C.SOLVER.PLATEAU.VAL_MIN_IMAGES = 20  # ... but at least this many (at most half the set)
 
     # 4-step alternating optimisation: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN.
     C.ALT_OPT = edict()

@@ -165,7 +165,7 @@ def _accepts_generators(model):
 def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, seed,
                 data_signature, iter_size=1, frozen=(), resume=True, device="cpu", amp=None,
                 extra=None, hooks=(), log_dir="auto", progress=None,
-                find_unused_parameters=False):
+                find_unused_parameters=False, plateau=None):
     """Train `model` for solver.max_iters updates; returns the path of the final weights.
 
     model: FasterRCNN (any parts); its train-mode forward returns a dict of scalar losses.
@@ -181,6 +181,8 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     extra: dict stored in the final file (net name, classes, bbox means/stds, ...).
     hooks: more engine hooks (e.g. PeriodicEval), run after the standard ones.
     find_unused_parameters: DistributedDataParallel's (DIST.FIND_UNUSED_PARAMETERS).
+    plateau: None, or (lr hook) -> frcnn.engine.plateau.PlateauSchedule (SOLVER.SCHEDULE
+      plateau); it runs before the snapshot hook, so the final file holds the best weights.
     """
     rank, world = du.get_rank(), du.get_world_size()
     device = torch.device(device)
@@ -230,6 +232,7 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
     trainer.register_hooks([lr, finite, FirstStepGradCheck(prefix),
                             MetricsPrinter(prefix, lr, progress), TensorBoard(tb_dir, prefix, lr),
+                            plateau(lr) if plateau else None,
                             Snapshot(ckpt, solver.snapshot_iters, finite, extra)] + list(hooks))
     trainer.train(start_iter, solver.max_iters)
     model.eval()

@@ -1,0 +1,145 @@
+"""SOLVER.SCHEDULE plateau: the decisions on a scripted measure sequence, the held-out slice's
+determinism, the measures on hand-worked cases, and exact resume inside a patience window."""
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from frcnn.datasets.splits import validation_slice
+from frcnn.engine import HookBase
+from frcnn.engine.plateau import PlateauState
+from frcnn.fast_rcnn import train as T
+from frcnn.fast_rcnn.validation import mean_ap_area, plateau_hook_factory
+from test_train import LossRecorder, ToyDetector, _cfg, toy_loader
+from train_helpers import Interrupted
+
+
+def test_plateau_state_on_a_scripted_sequence():
+    s = PlateauState(patience=2, max_plateaus=2, gamma=0.1)
+    seq = [0.1, 0.2, 0.2, 0.15, 0.3, 0.25, 0.3]
+    events, factors = [], []
+    for i, v in enumerate(seq):
+        events.append(s.update(10 * (i + 1), v))
+        factors.append(s.lr_factor)
+    # 0.2 again is no improvement; two evaluations without one make a plateau
+    assert events == ["improved", "improved", "wait", "drop", "improved", "wait", "stop"]
+    assert factors == [1, 1, 1, 0.1, 0.1, 0.1, 0.1]
+    assert (s.best, s.best_iter, s.stopped) == (0.3, 50, True)
+
+
+def test_plateau_state_min_delta_and_three_plateaus():
+    s = PlateauState(patience=1, max_plateaus=3, gamma=0.5, min_delta=0.01)
+    events = [s.update(i, v) for i, v in enumerate([0.5, 0.505, 0.52, 0.52, 0.6, 0.6])]
+    assert events == ["improved", "drop", "improved", "drop", "improved", "stop"]
+    assert s.lr_factor == 0.25
+    with pytest.raises(ValueError):
+        PlateauState(patience=0)
+
+
+def test_validation_slice_is_deterministic_and_sized():
+    names = [f"IMG_{i:04d}" for i in range(296)]
+    val = validation_slice(names)
+    assert len(val) == 30 and val == sorted(val) and set(val) <= set(names)
+    rng = np.random.default_rng(0)
+    assert validation_slice(list(rng.permutation(names))) == val  # listing order is irrelevant
+    assert len(validation_slice(names[:100])) == 20      # at least 20
+    assert len(validation_slice(names[:30])) == 15       # never more than half
+    assert validation_slice(names[:1]) == []
+    # the slice is the images whose name hash sorts first: a superset of names keeps the rule
+    import hashlib
+    first = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[:30]
+    assert sorted(first) == val
+    with pytest.raises(ValueError, match="repeat"):
+        validation_slice(["a", "a", "b"])
+
+
+def test_mean_ap_area_hand_worked():
+    gt = [{"boxes": np.array([[0, 0, 9, 9], [20, 20, 29, 29]], float),
+           "gt_classes": np.array([1, 1])},
+          {"boxes": np.array([[0, 0, 9, 9]], float), "gt_classes": np.array([2])}]
+    # class 1: a hit (0.9), a miss (0.8), a hit (0.7): precision 1, 1/2, 2/3 at recall .5, .5, 1
+    # -> area AP = 0.5 * 1 + 0.5 * 2/3; class 2: one hit -> 1
+    d1 = [np.zeros((0, 5)), np.array([[0, 0, 9, 9, .9], [50, 50, 60, 60, .8], [20, 20, 29, 29, .7]]),
+          np.zeros((0, 5))]
+    d2 = [np.zeros((0, 5)), np.zeros((0, 5)), np.array([[0, 0, 9, 9, .5]])]
+    assert mean_ap_area([d1, d2], gt, 3) == pytest.approx((0.5 + 0.5 * 2 / 3 + 1.0) / 2)
+
+
+# evaluations every 2 iterations, patience 3, two plateaus, ceiling 30: the lr drops after the
+# evaluation at 12, the best is at 14, the run stops at 20
+SCRIPT = {2: .1, 4: .2, 6: .25, 8: .24, 10: .23, 12: .22, 14: .3, 16: .29, 18: .28, 20: .27,
+          22: .5, 24: .5, 26: .5, 28: .5, 30: .5}
+
+
+def _plateau_run(out, stop_at=None):
+    cfg = _cfg()
+    cfg.SOLVER.SCHEDULE = "plateau"
+    cfg.SOLVER.PLATEAU.EVAL_PERIOD, cfg.SOLVER.PLATEAU.PATIENCE = 2, 3
+    torch.manual_seed(0)
+    model = ToyDetector()
+    rec = LossRecorder(model)
+    lrs, step = [], [0]
+
+    def measure(m):
+        np.random.rand(3), torch.rand(3)  # the evaluation must not move the training's RNGs
+        return SCRIPT[step[0]]
+
+    class Record(HookBase):
+        """The lr of every step; the interruption (in-process kill) after iteration stop_at."""
+
+        def before_step(self):
+            step[0] = self.trainer.iter + 1
+            lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
+
+        def after_step(self):
+            if stop_at is not None and self.trainer.iter == stop_at:
+                raise Interrupted(stop_at)
+
+    solver = T.SolverParams.from_cfg(cfg, 30, 0)
+    plateau = plateau_hook_factory(cfg, measure, "scripted", 30, out, "toy")
+    try:
+        T.train_model(model, toy_loader(cfg.RNG_SEED), solver, out, "toy", ims_per_batch=2,
+                      seed=cfg.RNG_SEED, data_signature="toy", device="cpu", hooks=[Record()],
+                      log_dir=None, progress=False, plateau=plateau)
+    except Interrupted:
+        return rec.losses, lrs, None
+    return rec.losses, lrs, model
+
+
+def _curve(out):
+    with open(os.path.join(out, "toy_val.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_plateau_schedule_drops_stops_and_keeps_the_best(tmp_path):
+    out = str(tmp_path)
+    losses, lrs, model = _plateau_run(out)
+    assert len(losses) == 20                                  # stopped at the second plateau
+    assert lrs[:12] == [0.01] * 12 and lrs[12:] == [pytest.approx(0.001)] * 8
+    rows = _curve(out)
+    assert [int(r["iteration"]) for r in rows] == list(range(2, 21, 2))
+    assert [r["event"] for r in rows][-5:] == ["drop", "improved", "wait", "wait", "stop"]
+    later = torch.load(tmp_path / "toy_iter_15.pth", weights_only=False)  # snapshots every 5
+    final = torch.load(tmp_path / "toy_final.pth", weights_only=False)
+    assert final["iteration"] == 20
+    best = torch.load(tmp_path / "toy_best.pth", weights_only=False)
+    assert best["iteration"] == 14
+    for k, v in final["model"].items():                       # the final file is the best
+        assert torch.equal(v, best["model"][k]), k
+    assert any(not torch.equal(v, later["model"][k]) for k, v in final["model"].items())
+
+
+@pytest.mark.parametrize("stop_at", [10, 15])  # inside the first / second patience window
+def test_plateau_resume_is_exact(tmp_path, stop_at):
+    full_losses, full_lrs, full = _plateau_run(str(tmp_path / "a"))
+    part_losses, part_lrs, _ = _plateau_run(str(tmp_path / "b"), stop_at=stop_at)
+    torch.manual_seed(123)
+    np.random.seed(77)
+    rest_losses, rest_lrs, resumed = _plateau_run(str(tmp_path / "b"))
+    assert part_losses + rest_losses == full_losses
+    assert part_lrs + rest_lrs == full_lrs
+    assert _curve(str(tmp_path / "a")) == _curve(str(tmp_path / "b"))
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
