@@ -228,8 +228,10 @@ class AltOpt:
             model.set_bbox_normalization(means, stds)
             extra.update(bbox_means=means, bbox_stds=stds)
         k = stage.iters_index
-        step = cfg.ALT_OPT.STEPSIZES[k] if not self.val else 0  # plateau: steps by the data
-        solver = SolverParams.from_cfg(cfg, cfg.ALT_OPT.ITERS[k], step, base_lr=self.lrs[k])
+        iters, step = cfg.ALT_OPT.ITERS[k], cfg.ALT_OPT.STEPSIZES[k]
+        if self.val:  # plateau: lr steps placed by the data, up to a ceiling
+            iters, step = int(round(iters * cfg.SOLVER.PLATEAU.CEILING)), 0
+        solver = SolverParams.from_cfg(cfg, iters, step, base_lr=self.lrs[k])
         return train_model(
             model, loader_factory(roidb, cfg, ims, self.seed, bool(stage.proposals),
                                   self.args.workers),

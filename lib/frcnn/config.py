@@ -90,6 +90,7 @@ def _defaults():
     # ceiling), and hands on its best weights (frcnn.engine.plateau; auto-sized folders use it).
     C.SOLVER.SCHEDULE = "fixed"
     C.SOLVER.PLATEAU = edict()
+    C.SOLVER.PLATEAU.CEILING = 1.5      # a stage trains at most this x its ITERS / MAX_ITERS
     C.SOLVER.PLATEAU.EVAL_PERIOD = 0    # iterations between evaluations; 0: a 20th of the ceiling
     C.SOLVER.PLATEAU.PATIENCE = 3       # evaluations without a new best that make a plateau
     C.SOLVER.PLATEAU.MAX_PLATEAUS = 2   # the lr drops at each plateau before this one; stop at it
@@ -131,7 +132,8 @@ def _defaults():
     C.SHAPES.IMAGE_MAX = 500
     C.SHAPES.SHAPE_MIN = 40             # shape size (px) drawn from [SHAPE_MIN, SHAPE_MAX]
     C.SHAPES.SHAPE_MAX = 160
-    C.SHAPES.MAX_OBJECTS = 4            # 1..MAX_OBJECTS shapes per image
+    C.SHAPES.MIN_OBJECTS = 1            # MIN_OBJECTS..MAX_OBJECTS shapes per image
+    C.SHAPES.MAX_OBJECTS = 4
     C.SHAPES.MIN_VISIBLE = 0.7          # a shape keeps >= this share of its pixels under others
     C.SHAPES.MIN_CONTRAST = 90.0        # RGB distance of a shape's colour from the background
 
