@@ -61,7 +61,8 @@ def test_mean_ap_area_hand_worked():
           {"boxes": np.array([[0, 0, 9, 9]], float), "gt_classes": np.array([2])}]
     # class 1: a hit (0.9), a miss (0.8), a hit (0.7): precision 1, 1/2, 2/3 at recall .5, .5, 1
     # -> area AP = 0.5 * 1 + 0.5 * 2/3; class 2: one hit -> 1
-    d1 = [np.zeros((0, 5)), np.array([[0, 0, 9, 9, .9], [50, 50, 60, 60, .8], [20, 20, 29, 29, .7]]),
+    d1 = [np.zeros((0, 5)),
+          np.array([[0, 0, 9, 9, .9], [50, 50, 60, 60, .8], [20, 20, 29, 29, .7]]),
           np.zeros((0, 5))]
     d2 = [np.zeros((0, 5)), np.zeros((0, 5)), np.array([[0, 0, 9, 9, .5]])]
     assert mean_ap_area([d1, d2], gt, 3) == pytest.approx((0.5 + 0.5 * 2 / 3 + 1.0) / 2)

@@ -57,6 +57,9 @@ def main(argv=None):
     rank, world, device = du.setup_for_tool(cfg)  # torchrun: DDP over world processes
     if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
         cfg.TRAIN.HAS_RPN = False
+        if cfg.SOLVER.SCHEDULE != "fixed":
+            raise ConfigError("SOLVER.SCHEDULE plateau is for end2end and alt-opt training; "
+                              "with --proposals use --set SOLVER.SCHEDULE fixed")
     elif not cfg.TRAIN.HAS_RPN:
         raise ConfigError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
                          "proposals (--proposals PKL); for end2end training use "
@@ -76,10 +79,17 @@ def main(argv=None):
         parts, kind = ("head",), "fast_rcnn"
         iters, stepsize, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1)
     else:
-        roidb = filter_roidb(get_training_roidb(imdb, cfg), cfg)
+        from frcnn.fast_rcnn.validation import validation_images
+
+        val = validation_images(imdb, cfg, out)  # held out under SOLVER.SCHEDULE plateau
+        held_out = {imdb.image_index[i] for i in val}
+        roidb = filter_roidb([e for e in get_training_roidb(imdb, cfg)
+                              if e["index"] not in held_out], cfg)
         parts, kind = ("rpn", "head"), "faster_rcnn_end2end"
         iters, stepsize, iter_size = (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
                                       cfg.END2END.ITER_SIZE)
+        if val:  # plateau: lr steps placed by the data, up to a ceiling
+            iters, stepsize = int(round(iters * cfg.SOLVER.PLATEAU.CEILING)), 0
     seed_all(seed)
     model = build_model(net, imdb.num_classes, cfg, parts=parts, ims_per_batch=ims)
     if args.weights:
@@ -109,7 +119,9 @@ def main(argv=None):
                         data_signature=roidb_signature(roidb), iter_size=iter_size,
                         frozen=frozen, resume=not args.no_resume, device=device,
                         amp=amp_dtype(cfg, device, net), extra=extra, hooks=hooks,
-                        find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
+                        find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS),
+                        plateau=None if args.proposals or not val else
+                        plateau_factory(imdb, val, cfg, solver, out, f"{net.lower()}_{kind}"))
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
@@ -117,6 +129,14 @@ def main(argv=None):
                 f.write(final)
     du.cleanup()
     return final
+
+
+def plateau_factory(imdb, val, cfg, solver, out, prefix):
+    """SOLVER.SCHEDULE plateau: mAP (area) of the model with its own RPN on the held-out images."""
+    from frcnn.fast_rcnn.validation import detection_map, plateau_hook_factory
+
+    return plateau_hook_factory(cfg, lambda m: detection_map(m, imdb, val, cfg), "map_area",
+                                solver.max_iters, out, prefix)
 
 
 def eval_hook(args, cfg, net, device):

@@ -123,7 +123,8 @@ def _derive_anchors(st, roidb, k):
     p5, p95 = np.percentile(at, [5, 95])
     lo = max(0, int(math.floor(math.log2(max(p5, 8) / 16))))
     hi = max(lo + 2, int(math.ceil(math.log2(max(p95, 16) / 16))))
-    k.put("ANCHOR_SCALES", tuple(float(2 ** e) if e < 0 else int(2 ** e) for e in range(lo, hi + 1)))
+    k.put("ANCHOR_SCALES", tuple(float(2 ** e) if e < 0 else int(2 ** e)
+                                 for e in range(lo, hi + 1)))
     ratio = st["box_h"] / st["box_w"]
     r5, r95 = np.percentile(ratio, [5, 95])
     ratios = (0.5, 1, 2)
@@ -193,21 +194,18 @@ def _derive_schedule(st, net, flavour, k):
         note = (f"{net} on {sized} -> END2END.MAX_ITERS {k.get('END2END.MAX_ITERS')}, "
                 f"STEPSIZE {k.get('END2END.STEPSIZE')}")
     return note + (f", BASE_LR {k.get('SOLVER.BASE_LR')}, SNAPSHOT_ITERS "
-                   f"{k.get('TRAIN.SNAPSHOT_ITERS')}") + _plateau_note(flavour, k)
+                   f"{k.get('TRAIN.SNAPSHOT_ITERS')}") + _plateau_note(k)
 
 
-def _plateau_note(flavour, k):
-    """Folders stop each alt-opt stage on held-out images (end2end keeps the fixed schedule:
-    tools/train_net.py has no plateau hook yet)."""
-    if flavour != "alt_opt":
-        return ""
+def _plateau_note(k):
+    """Folders stop each stage (alt-opt) or the end2end run on held-out images."""
     k.put("SOLVER.SCHEDULE", "plateau")
     if k.get("SOLVER.SCHEDULE") != "plateau":
         return ""
     P = k.cfg.SOLVER.PLATEAU
-    return (f"; SOLVER.SCHEDULE plateau: those ITERS x {P.CEILING:g} at most, a measure on "
+    return (f"; SOLVER.SCHEDULE plateau: those iterations x {P.CEILING:g} at most, a measure on "
             f"{P.VAL_FRACTION:.0%} (>= {P.VAL_MIN_IMAGES}) held-out training images every "
-            f"20th of that, lr x0.1 after {P.PATIENCE} without a gain, stop at plateau "
+            f"10th of that, lr x0.1 after {P.PATIENCE} without a gain, stop at plateau "
             f"{P.MAX_PLATEAUS}, best weights kept")
 
 

@@ -91,8 +91,10 @@ def _defaults():
     C.SOLVER.SCHEDULE = "fixed"
     C.SOLVER.PLATEAU = edict()
     C.SOLVER.PLATEAU.CEILING = 1.5      # a stage trains at most this x its ITERS / MAX_ITERS
-    C.SOLVER.PLATEAU.EVAL_PERIOD = 0    # iterations between evaluations; 0: a 20th of the ceiling
-    C.SOLVER.PLATEAU.PATIENCE = 3       # evaluations without a new best that make a plateau
+    # iterations between evaluations; 0: a 10th of the ceiling (on cards an evaluation of 30
+    # images costs ~20 stage-1 RPN iterations)
+    C.SOLVER.PLATEAU.EVAL_PERIOD = 0
+    C.SOLVER.PLATEAU.PATIENCE = 2       # evaluations without a new best that make a plateau
     C.SOLVER.PLATEAU.MAX_PLATEAUS = 2   # the lr drops at each plateau before this one; stop at it
     C.SOLVER.PLATEAU.MIN_DELTA = 0.0    # a new best must beat the old by more than this
     C.SOLVER.PLATEAU.VAL_FRACTION = 0.1  # share of the training images held out (name hash)

@@ -105,7 +105,7 @@ def plateau_hook_factory(cfg, measure_fn, measure_name, ceiling, output_dir, pre
     from frcnn.engine.plateau import PlateauSchedule, PlateauState
 
     P = cfg.SOLVER.PLATEAU
-    period = int(P.EVAL_PERIOD) or max(1, int(ceiling) // 20)
+    period = int(P.EVAL_PERIOD) or max(1, int(ceiling) // 10)
 
     def make(lr_hook):
         state = PlateauState(P.PATIENCE, P.MAX_PLATEAUS, cfg.SOLVER.GAMMA, P.MIN_DELTA)
