@@ -147,3 +147,30 @@ def test_plateau_resume_is_exact(tmp_path, stop_at):
     assert _curve(str(tmp_path / "a")) == _curve(str(tmp_path / "b"))
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+class _Imdb:
+    def __init__(self, n):
+        self.image_index = [f"im{i:03d}" for i in range(n)]
+        self.name, self.num_images = "fake_trainval", n
+
+
+def test_validation_images_written_beside_the_results(tmp_path, capsys):
+    from frcnn.errors import ConfigError
+    from frcnn.fast_rcnn.validation import validation_images
+
+    cfg = _cfg()
+    assert validation_images(_Imdb(50), cfg, str(tmp_path)) == []  # fixed: nothing held out
+    assert not (tmp_path / "validation.txt").exists()
+    cfg.SOLVER.SCHEDULE = "plateau"
+    imdb = _Imdb(50)
+    idx = validation_images(imdb, cfg, str(tmp_path))
+    names = (tmp_path / "validation.txt").read_text().split()
+    assert names == validation_slice(imdb.image_index) and len(names) == 20
+    assert [imdb.image_index[i] for i in idx] == names
+    assert "20 of 50 training images held out" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="too few"):
+        validation_images(_Imdb(1), cfg, str(tmp_path))
+    cfg.SOLVER.SCHEDULE = "cosine"
+    with pytest.raises(ConfigError, match="'fixed'.*'plateau'"):
+        validation_images(imdb, cfg, str(tmp_path))
