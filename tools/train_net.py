@@ -48,7 +48,7 @@ def main(argv=None):
     from frcnn.fast_rcnn.train import SolverParams, seed_all, train_model
     from frcnn.models import build_model, pooling_meta
     from frcnn.roi_data.loader import loader_factory
-    from frcnn.roi_data.roidb import add_bbox_regression_stats, filter_roidb, get_training_roidb
+    from frcnn.roi_data.roidb import add_bbox_regression_stats
     from frcnn.utils import distributed as du
 
     args = parse_args(argv)
@@ -75,16 +75,11 @@ def main(argv=None):
 
         props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
                                imdb=imdb)
-        roidb = fast_rcnn_roidb(imdb, cfg, props)
+        roidb, val = fast_rcnn_roidb(imdb, cfg, props), []
         parts, kind = ("head",), "fast_rcnn"
         iters, stepsize, iter_size = (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1)
     else:
-        from frcnn.fast_rcnn.validation import validation_images
-
-        val = validation_images(imdb, cfg, out)  # held out under SOLVER.SCHEDULE plateau
-        held_out = {imdb.image_index[i] for i in val}
-        roidb = filter_roidb([e for e in get_training_roidb(imdb, cfg)
-                              if e["index"] not in held_out], cfg)
+        roidb, val = end2end_roidb(imdb, cfg, out)
         parts, kind = ("rpn", "head"), "faster_rcnn_end2end"
         iters, stepsize, iter_size = (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
                                       cfg.END2END.ITER_SIZE)
@@ -120,8 +115,8 @@ def main(argv=None):
                         frozen=frozen, resume=not args.no_resume, device=device,
                         amp=amp_dtype(cfg, device, net), extra=extra, hooks=hooks,
                         find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS),
-                        plateau=None if args.proposals or not val else
-                        plateau_factory(imdb, val, cfg, solver, out, f"{net.lower()}_{kind}"))
+                        plateau=plateau_factory(imdb, val, cfg, solver, out,
+                                                f"{net.lower()}_{kind}") if val else None)
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
@@ -129,6 +124,18 @@ def main(argv=None):
                 f.write(final)
     du.cleanup()
     return final
+
+
+def end2end_roidb(imdb, cfg, out):
+    """The training roidb less the images held out under SOLVER.SCHEDULE plateau;
+    -> (roidb, held-out imdb indices)."""
+    from frcnn.fast_rcnn.validation import validation_images
+    from frcnn.roi_data.roidb import filter_roidb, get_training_roidb
+
+    val = validation_images(imdb, cfg, out)
+    held_out = {imdb.image_index[i] for i in val}
+    return filter_roidb([e for e in get_training_roidb(imdb, cfg)
+                         if e["index"] not in held_out], cfg), val
 
 
 def plateau_factory(imdb, val, cfg, solver, out, prefix):
