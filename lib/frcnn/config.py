@@ -91,8 +91,8 @@ def _defaults():
     C.SOLVER.SCHEDULE = "fixed"
     C.SOLVER.PLATEAU = edict()
     C.SOLVER.PLATEAU.CEILING = 1.5      # a stage trains at most this x its ITERS / MAX_ITERS
-    # iterations between evaluations; 0: a 10th of the ceiling (on cards an evaluation of 30
-    # images costs ~20 stage-1 RPN iterations)
+    # iterations between evaluations; 0: a 10th of the ceiling (an evaluation is not free: on
+    # cards, ELITE0, its 30 held-out images cost about as much as 30-50 stage-1 RPN iterations)
     C.SOLVER.PLATEAU.EVAL_PERIOD = 0
     C.SOLVER.PLATEAU.PATIENCE = 2       # evaluations without a new best that make a plateau
     C.SOLVER.PLATEAU.MAX_PLATEAUS = 2   # the lr drops at each plateau before this one; stop at it
