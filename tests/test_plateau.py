@@ -174,3 +174,38 @@ def test_validation_images_written_beside_the_results(tmp_path, capsys):
     cfg.SOLVER.SCHEDULE = "cosine"
     with pytest.raises(ConfigError, match="'fixed'.*'plateau'"):
         validation_images(imdb, cfg, str(tmp_path))
+
+
+class _GtImdb:
+    """Two images' gt roidb (what the measures read), images stood in for by their index."""
+    num_classes = 3
+    roidb = [{"boxes": np.array([[10, 10, 49, 49], [60, 10, 99, 49]], np.float32),
+              "gt_classes": np.array([1, 2]), "gt_overlaps": np.eye(3, dtype=np.float32)[[1, 2]]},
+             {"boxes": np.array([[0, 0, 29, 29]], np.float32), "gt_classes": np.array([1]),
+              "gt_overlaps": np.eye(3, dtype=np.float32)[[1]]}]
+
+
+def test_measures_read_the_held_out_images_gt(monkeypatch):
+    from frcnn.fast_rcnn import validation as V
+
+    imdb = _GtImdb()
+    junk = np.tile([[200, 200, 220, 220]], (5, 1)).astype(np.float32)
+    monkeypatch.setattr(V, "_read", lambda imdb, i: i)
+    # proposals: the gt boxes after 5 junk boxes; top 5 see none of them, top 7 all
+    monkeypatch.setattr(V, "im_proposals", lambda m, i, cfg: (
+        np.vstack([junk, imdb.roidb[i]["boxes"]]), None))
+    model = torch.nn.Linear(1, 1)
+    assert V.rpn_average_recall(model, imdb, [0, 1], None, top_n=7) == pytest.approx(1.0)
+    assert V.rpn_average_recall(model, imdb, [0, 1], None, top_n=5) == 0.0
+    assert V.rpn_average_recall(model, imdb, [1], None, top_n=7) == pytest.approx(1.0)
+
+    def im_detect(m, i, cfg, proposals):  # every gt box, scored for its own class only
+        b = imdb.roidb[i]["boxes"]
+        scores = np.zeros((len(b), 3), np.float32)
+        scores[np.arange(len(b)), imdb.roidb[i]["gt_classes"]] = 0.9
+        return scores, np.tile(b, (1, 3))
+    monkeypatch.setattr(V, "im_detect", im_detect)
+    cfg = _cfg()
+    assert V.detection_map(model, imdb, [0, 1], cfg) == pytest.approx(1.0)
+    # image 1 alone has no class-2 gt: the mean is over class 1 only
+    assert V.detection_map(model, imdb, [1], cfg) == pytest.approx(1.0)
