@@ -209,3 +209,42 @@ def test_measures_read_the_held_out_images_gt(monkeypatch):
     assert V.detection_map(model, imdb, [0, 1], cfg) == pytest.approx(1.0)
     # image 1 alone has no class-2 gt: the mean is over class 1 only
     assert V.detection_map(model, imdb, [1], cfg) == pytest.approx(1.0)
+
+
+# -- real processes: the alt-opt tool under SOLVER.SCHEDULE plateau, killed with SIGKILL -----
+PLATEAU_SETS = ["SOLVER.SCHEDULE", "plateau", "SOLVER.PLATEAU.EVAL_PERIOD", "1",
+                "SOLVER.PLATEAU.PATIENCE", "2", "ALT_OPT.ITERS", "(4,4,4,4)"]  # ceilings 6
+
+
+def _curves(out):
+    import glob
+
+    return {os.path.basename(p): open(p).read()
+            for p in sorted(glob.glob(os.path.join(out, "*_val.csv")))}
+
+
+def test_alt_opt_plateau_kill9_in_a_patience_window_resumes_exactly(tmp_path):
+    from test_reproducible import _alt_opt, _assert_same, _kill_when, _run
+
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    log = _run(_alt_opt(ref) + PLATEAU_SETS)
+    out = ref / "alt" / "shapes_train"
+    held_out = (out / "validation.txt").read_text().split()
+    assert len(held_out) == 4 and "4 of 8 training images held out" in log  # at most half
+    curves = _curves(str(out))
+    assert len(curves) == 4 and all(c.count("\n") >= 2 for c in curves.values())
+    # RPN stages' final files are their best evaluation's weights
+    for stage in ("stage1_rpn", "stage2_rpn"):
+        best = torch.load(out / f"tiny_{stage}_best.pth", weights_only=False)
+        final = torch.load(out / f"tiny_{stage}_final.pth", weights_only=False)
+        assert all(torch.equal(v, best["model"][k]) for k, v in final["model"].items())
+    # killed after stage 1 Fast R-CNN's snapshot at iteration 4: after its lr drop (at 3), inside
+    # the next patience window (this tiny run measures ~0 mAP: best at 1, waits, stops at 5)
+    events = [ln.split(",")[-1] for ln in curves["tiny_stage1_fast_rcnn_val.csv"].split()[1:]]
+    assert events[2:] == ["drop", "wait", "stop"]
+    _kill_when(_alt_opt(killed) + PLATEAU_SETS,
+               str(killed / "alt" / "shapes_train" / "tiny_stage1_fast_rcnn_iter_4.pth"))
+    _run(_alt_opt(killed) + PLATEAU_SETS)
+    _assert_same(str(out / "tiny_faster_rcnn_final.pth"),
+                 str(killed / "alt" / "shapes_train" / "tiny_faster_rcnn_final.pth"))
+    assert _curves(str(killed / "alt" / "shapes_train")) == curves
