@@ -86,8 +86,9 @@ def _defaults():
     C.SOLVER.DISPLAY = 20               # print smoothed losses every N iterations
     # 'fixed': the ITERS / STEPSIZES schedule (the paper's). 'plateau': each stage measures itself
     # on held-out training images every EVAL_PERIOD iterations, lr x GAMMA after PATIENCE
-    # evaluations without improvement, stops at the MAX_PLATEAUS-th plateau or at ITERS (the
-    # ceiling), and hands on its best weights (frcnn.engine.plateau; auto-sized folders use it).
+    # evaluations without improvement, stops at the MAX_PLATEAUS-th plateau or at the ceiling
+    # (CEILING x its ITERS), and hands on its best weights (frcnn.engine.plateau; auto-sized
+    # folders use it).
     C.SOLVER.SCHEDULE = "fixed"
     C.SOLVER.PLATEAU = edict()
     C.SOLVER.PLATEAU.CEILING = 1.5      # a stage trains at most this x its ITERS / MAX_ITERS
