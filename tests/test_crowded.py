@@ -88,3 +88,14 @@ def test_anchor_scales_change_only_when_coverage_improves():
     cfg.ANCHOR_SCALES = (2, 4)
     keys, notes = autocfg.derive(_crowded_roidb(), "ELITE0", cfg, user_keys=["ANCHOR_SCALES"])
     assert "ANCHOR_SCALES" not in keys and "k-means" not in notes[1]
+
+
+def test_schedule_of_auto_sized_folders():
+    keys, notes = autocfg.derive(_crowded_roidb(), "ELITE0", get_default_cfg())
+    assert keys["SOLVER.SCHEDULE"] == autocfg.FOLDER_SCHEDULE == "fixed"
+    assert "--set SOLVER.SCHEDULE plateau" in notes[2]
+    cfg = get_default_cfg()
+    cfg.SOLVER.SCHEDULE = "plateau"
+    keys, notes = autocfg.derive(_crowded_roidb(), "ELITE0", cfg, user_keys=["SOLVER.SCHEDULE"])
+    assert "SOLVER.SCHEDULE" not in keys
+    assert "SOLVER.SCHEDULE plateau: those iterations x 1.5 at most" in notes[2]
