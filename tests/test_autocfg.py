@@ -61,12 +61,14 @@ def test_user_keys_are_kept_and_anchors_follow_their_scale():
     cfg = get_default_cfg()
     cfg.TRAIN.SCALES = (960,)
     cfg.TRAIN.MAX_SIZE = 1280
-    keys, _ = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", cfg,
-                             user_keys=["TRAIN.SCALES", "TRAIN.MAX_SIZE"])
+    keys, notes = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", cfg,
+                                 user_keys=["TRAIN.SCALES", "TRAIN.MAX_SIZE"])
     assert "TRAIN.SCALES" not in keys and "TRAIN.MAX_SIZE" not in keys
     assert keys["TEST.SCALES"] == (960,) and keys["TEST.MAX_SIZE"] == 1280
-    # 200 px at 960/480 = 400 px: floor(log2(25)) = 4 -> 256, 512, 1024 px anchors
-    assert keys["ANCHOR_SCALES"] == (16, 32, 64)
+    # 200 px at 960/480 = 400 px: floor(log2(25)) = 4 -> 256, 512, 1024 px anchors; none reaches
+    # IoU 0.7 with a 400 px box (0.41, 0.61, 0.15), the k-means anchor (25 x 16 = 400 px) does
+    assert "0.0% with powers of two [16, 32, 64], 100.0% with k-means scales [25.0]" in notes[1]
+    assert keys["ANCHOR_SCALES"] == (25.0,)
 
 
 def test_yaml_round_trip(tmp_path):

@@ -62,7 +62,7 @@ def main(argv=None):
     imdb = get_imdb(args.imdb, cfg)
     out = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
     ims = cfg.TRAIN.IMS_PER_BATCH  # one number for the loader and proposal_target
-    roidb, parts, kind, (iters, stepsize, iter_size) = training_set(args, imdb, cfg)
+    roidb, val, parts, kind, (iters, stepsize, iter_size) = training_set(args, imdb, cfg, out)
     seed_all(seed)
     model = build_model(net, imdb.num_classes, cfg, parts=parts, ims_per_batch=ims)
     if args.weights:
@@ -90,7 +90,9 @@ def main(argv=None):
                         data_signature=roidb_signature(roidb), iter_size=iter_size,
                         frozen=frozen, resume=not args.no_resume, device=device,
                         amp=amp_dtype(cfg, device, net), extra=extra, hooks=hooks,
-                        find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
+                        find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS),
+                        plateau=plateau_factory(imdb, val, cfg, solver, out,
+                                                f"{net.lower()}_{kind}") if val else None)
     if rank == 0:
         print(f"FINAL_MODEL {final}")
         if args.final_file:
@@ -106,6 +108,9 @@ def check_has_rpn(args, cfg):
 
     if args.proposals:  # Fast R-CNN without RPN, trained as alt-opt stage-1 Fast R-CNN
         cfg.TRAIN.HAS_RPN = False
+        if cfg.SOLVER.SCHEDULE != "fixed":
+            raise ConfigError("SOLVER.SCHEDULE plateau is for end2end and alt-opt training; "
+                              "with --proposals use --set SOLVER.SCHEDULE fixed")
     elif not cfg.TRAIN.HAS_RPN:
         raise ConfigError("TRAIN.HAS_RPN is False: Fast R-CNN without an RPN trains on external "
                           "proposals (--proposals PKL); for end2end training use "
@@ -118,9 +123,12 @@ def frozen_layers(model, cfg):
     return frozen + ([] if cfg.TRAIN.BBOX_REG else ["head.bbox_pred"])
 
 
-def training_set(args, imdb, cfg):
-    """-> (roidb, model parts, kind, (iterations, stepsize, iter_size)): Fast R-CNN on
-    --proposals (as alt-opt stage-1 Fast R-CNN), else end2end on the gt roidb."""
+def training_set(args, imdb, cfg, out):
+    """-> (roidb, held-out imdb indices, model parts, kind, (iterations, stepsize, iter_size)):
+    Fast R-CNN on --proposals (as alt-opt stage-1 Fast R-CNN), else end2end on the gt roidb less
+    the images held out under SOLVER.SCHEDULE plateau (its lr steps placed by the data, up to a
+    ceiling)."""
+    from frcnn.fast_rcnn.validation import validation_images
     from frcnn.roi_data.roidb import filter_roidb, get_training_roidb
 
     if args.proposals:
@@ -128,11 +136,25 @@ def training_set(args, imdb, cfg):
 
         props = load_proposals(args.proposals, imdb.num_images, cfg.PROPOSAL_MIN_SIZE,
                                imdb=imdb)
-        return (fast_rcnn_roidb(imdb, cfg, props), ("head",), "fast_rcnn",
+        return (fast_rcnn_roidb(imdb, cfg, props), [], ("head",), "fast_rcnn",
                 (cfg.ALT_OPT.ITERS[1], cfg.ALT_OPT.STEPSIZES[1], 1))
-    return (filter_roidb(get_training_roidb(imdb, cfg), cfg), ("rpn", "head"),
-            "faster_rcnn_end2end", (cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE,
-                                    cfg.END2END.ITER_SIZE))
+    val = validation_images(imdb, cfg, out)
+    held_out = {imdb.image_index[i] for i in val}
+    roidb = filter_roidb([e for e in get_training_roidb(imdb, cfg)
+                          if e["index"] not in held_out], cfg)
+    iters, stepsize = cfg.END2END.MAX_ITERS, cfg.END2END.STEPSIZE
+    if val:
+        iters, stepsize = int(round(iters * cfg.SOLVER.PLATEAU.CEILING)), 0
+    return roidb, val, ("rpn", "head"), "faster_rcnn_end2end", (iters, stepsize,
+                                                                cfg.END2END.ITER_SIZE)
+
+
+def plateau_factory(imdb, val, cfg, solver, out, prefix):
+    """SOLVER.SCHEDULE plateau: mAP (area) of the model with its own RPN on the held-out images."""
+    from frcnn.fast_rcnn.validation import detection_map, plateau_hook_factory
+
+    return plateau_hook_factory(cfg, lambda m: detection_map(m, imdb, val, cfg), "map_area",
+                                solver.max_iters, out, prefix)
 
 
 def eval_hook(args, cfg, net, device):

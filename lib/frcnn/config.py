@@ -88,6 +88,22 @@ def _defaults():
     # ZF 1.6x), float32 for the others, on CUDA and on other CPUs.
     C.SOLVER.AMP = "auto"
     C.SOLVER.DISPLAY = 20               # print smoothed losses every N iterations
+    # 'fixed': the ITERS / STEPSIZES schedule (the paper's). 'plateau': each stage measures itself
+    # on held-out training images every EVAL_PERIOD iterations, lr x GAMMA after PATIENCE
+    # evaluations without improvement, stops at the MAX_PLATEAUS-th plateau or at the ceiling
+    # (CEILING x its ITERS), and hands on its best weights (frcnn.engine.plateau; auto-sized
+    # folders use it).
+    C.SOLVER.SCHEDULE = "fixed"
+    C.SOLVER.PLATEAU = edict()
+    C.SOLVER.PLATEAU.CEILING = 1.5      # a stage trains at most this x its ITERS / MAX_ITERS
+    # iterations between evaluations; 0: a 10th of the ceiling (an evaluation is not free: on
+    # cards, ELITE0, its 30 held-out images cost about as much as 30-50 stage-1 RPN iterations)
+    C.SOLVER.PLATEAU.EVAL_PERIOD = 0
+    C.SOLVER.PLATEAU.PATIENCE = 2       # evaluations without a new best that make a plateau
+    C.SOLVER.PLATEAU.MAX_PLATEAUS = 2   # the lr drops at each plateau before this one; stop at it
+    C.SOLVER.PLATEAU.MIN_DELTA = 0.0    # a new best must beat the old by more than this
+    C.SOLVER.PLATEAU.VAL_FRACTION = 0.1  # share of the training images held out (name hash)
+    C.SOLVER.PLATEAU.VAL_MIN_IMAGES = 20  # ... but at least this many (at most half the set)
 
     # 4-step alternating optimisation: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN.
     C.ALT_OPT = edict()
@@ -123,7 +139,8 @@ def _defaults():
     C.SHAPES.IMAGE_MAX = 500
     C.SHAPES.SHAPE_MIN = 40             # shape size (px) drawn from [SHAPE_MIN, SHAPE_MAX]
     C.SHAPES.SHAPE_MAX = 160
-    C.SHAPES.MAX_OBJECTS = 4            # 1..MAX_OBJECTS shapes per image
+    C.SHAPES.MIN_OBJECTS = 1            # MIN_OBJECTS..MAX_OBJECTS shapes per image
+    C.SHAPES.MAX_OBJECTS = 4
     C.SHAPES.MIN_VISIBLE = 0.7          # a shape keeps >= this share of its pixels under others
     C.SHAPES.MIN_CONTRAST = 90.0        # RGB distance of a shape's colour from the background
 

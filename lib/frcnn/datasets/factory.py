@@ -16,7 +16,7 @@ def list_imdbs():
     """Names get_imdb accepts (voc_folder takes a path)."""
     names = [f"voc_{y}_{s}" for y, s in sorted(_VOC)]
     names += [f"coco_{y}_{s}" for y, s in sorted(_COCO)]
-    names += [f"shapes_{s}" for s in _SHAPES]
+    names += [f"shapes_{v}{s}" for v in ("", "crowded_") for s in _SHAPES]
     names.append("voc_folder:<path>[:<split>]")
     names.append("coco_json:<annotations.json>:<image_dir>[:all|trainval|test]")
     names.append("<folder or json>[:<split>] (any labelled folder: VOC, labelImg, YOLO, LabelMe, "
@@ -117,8 +117,8 @@ def get_imdb(name, cfg):
     if m and (m.group(1), m.group(2)) in _COCO:
         from .coco import coco
         return coco(m.group(2), m.group(1), cfg)
-    m = re.fullmatch(r"shapes_(\w+)", name)
-    if m and m.group(1) in _SHAPES:
+    m = re.fullmatch(r"shapes_(crowded_)?(\w+)", name)
+    if m and m.group(2) in _SHAPES:
         from .shapes import shapes
-        return shapes(m.group(1), cfg)
+        return shapes(m.group(2), cfg, (m.group(1) or "").rstrip("_"))
     raise KeyError(f"unknown data set: {name!r}; known: {', '.join(list_imdbs())}")

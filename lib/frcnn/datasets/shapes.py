@@ -4,6 +4,7 @@ Each image is a function of (SHAPES.SEED, split, image number) only, so train im
 when NUM_TEST changes. Generated once into DATA_DIR/shapes/<tag>/ (tag from all parameters); a
 process builds in a private temp dir and renames it into place, so concurrent first uses are safe.
 """
+import copy
 import hashlib
 import json
 import os
@@ -26,7 +27,9 @@ def _params(cfg):
             "num_test": int(s.NUM_TEST), "image_min": int(s.IMAGE_MIN), "image_max": int(s.IMAGE_MAX),
             "shape_min": int(s.SHAPE_MIN), "shape_max": int(s.SHAPE_MAX),
             "max_objects": int(s.MAX_OBJECTS), "min_visible": float(s.MIN_VISIBLE),
-            "min_contrast": float(s.MIN_CONTRAST)}
+            "min_contrast": float(s.MIN_CONTRAST),
+            # only when not 1, so the folders (and images) of the earlier sets keep their tags
+            **({"min_objects": int(s.MIN_OBJECTS)} if int(s.MIN_OBJECTS) != 1 else {})}
 
 
 def shapes_dir(cfg):
@@ -73,9 +76,11 @@ def generate_image(seed, split_id, i, p):
     rng = np.random.default_rng([seed, split_id, i])
     w, h = (int(v) for v in rng.integers(p["image_min"], p["image_max"] + 1, size=2))
     im = _background(rng, w, h)
-    n = int(rng.integers(1, p["max_objects"] + 1))
+    n = int(rng.integers(p.get("min_objects", 1), p["max_objects"] + 1))
+    # small shapes (the crowded variant) may be smaller than 100 px of area
+    min_area = min(100, 0.4 * p["shape_min"] ** 2)
     objs = []  # (cls, full mask, full area, colour)
-    visible = []
+    visible, n_visible = [], []  # per object: visible-pixel mask and its count
     for _ in range(n):
         for _try in range(30):
             cls = int(rng.integers(1, len(SHAPE_CLASSES)))
@@ -88,9 +93,12 @@ def generate_image(seed, split_id, i, p):
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
             mask = _shape_mask(rng, cls, sw, sh, cx, cy, (h, w)) > 0
             area = int(mask.sum())
-            if area < 100:
+            if area < min_area:
                 continue
-            if any((v & ~mask).sum() < p["min_visible"] * o[2] for v, o in zip(visible, objs)):
+            ys, xs = np.nonzero(mask)
+            win = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            hidden = [int((v[win] & mask[win]).sum()) for v in visible]  # only inside the box
+            if any(c - d < p["min_visible"] * o[2] for c, d, o in zip(n_visible, hidden, objs)):
                 continue
             region = im[mask].mean(axis=0)
             for _c in range(20):
@@ -98,8 +106,10 @@ def generate_image(seed, split_id, i, p):
                 if np.linalg.norm(colour - region) > p["min_contrast"]:
                     break
             objs.append((cls, mask, area, colour))
-            visible = [v & ~mask for v in visible] + [mask.copy()]
-            ys, xs = np.nonzero(mask)
+            for v in visible:
+                v[win] &= ~mask[win]
+            n_visible = [c - d for c, d in zip(n_visible, hidden)] + [area]
+            visible.append(mask.copy())
             k = rng.uniform(-0.15, 0.15)  # mild left-right shading
             im[ys, xs] = colour[None, :] * (1.0 + k * (2.0 * xs / w - 1.0))[:, None]
             break
@@ -166,13 +176,23 @@ def ensure_shapes(cfg):
     return final
 
 
-class shapes(VOCStyle):
-    """shapes_train / shapes_test."""
+# shapes_crowded_<split>: crowded scenes of small objects (30-60 shapes of 12-40 px per image),
+# the cfg's other SHAPES keys (image sizes, counts, seed) as given
+VARIANTS = {"": {}, "crowded": {"MIN_OBJECTS": 30, "MAX_OBJECTS": 60, "SHAPE_MIN": 12,
+                                "SHAPE_MAX": 40}}
 
-    def __init__(self, image_set, cfg):
+
+class shapes(VOCStyle):
+    """shapes_train / shapes_test, shapes_crowded_train / shapes_crowded_test."""
+
+    def __init__(self, image_set, cfg, variant=""):
         if image_set not in SPLITS:
             raise ValueError(f"shapes split must be one of {sorted(SPLITS)}, got {image_set!r}")
-        path = ensure_shapes(cfg)
-        super().__init__(f"shapes_{image_set}", cfg, [path], image_set, SHAPE_CLASSES,
-                         use_07_metric=True)
+        if variant not in VARIANTS:
+            raise ValueError(f"shapes variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        gen_cfg = copy.deepcopy(cfg)
+        gen_cfg.SHAPES.update(VARIANTS[variant])
+        path = ensure_shapes(gen_cfg)
+        name = "_".join(["shapes"] + ([variant] if variant else []) + [image_set])
+        super().__init__(name, cfg, [path], image_set, SHAPE_CLASSES, use_07_metric=True)
         self.path = path

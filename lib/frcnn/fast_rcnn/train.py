@@ -167,7 +167,7 @@ def _accepts_generators(model):
 def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, seed,
                 data_signature, iter_size=1, frozen=(), resume=True, device="cpu", amp=None,
                 extra=None, hooks=(), log_dir="auto", progress=None,
-                find_unused_parameters=False):
+                find_unused_parameters=False, plateau=None):
     """Train `model` for solver.max_iters updates; returns the path of the final weights.
 
     model: FasterRCNN (any parts); its train-mode forward returns a dict of scalar losses.
@@ -183,6 +183,8 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     extra: dict stored in the final file (net name, classes, bbox means/stds, ...).
     hooks: more engine hooks (e.g. PeriodicEval), run after the standard ones, before Snapshot.
     find_unused_parameters: DistributedDataParallel's (DIST.FIND_UNUSED_PARAMETERS).
+    plateau: None, or (lr hook) -> frcnn.engine.plateau.PlateauSchedule (SOLVER.SCHEDULE
+      plateau); it runs before the snapshot hook, so the final file holds the best weights.
     """
     rank, world = du.get_rank(), du.get_world_size()
     device = torch.device(device)
@@ -217,7 +219,8 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
                       autocast=None if amp is None else (device.type, amp), grad_scaler=scaler,
                       ddp_model=None if ddp is model else ddp, window=solver.display)
     tb_dir = os.path.join(output_dir, "tb", prefix) if log_dir == "auto" else log_dir
-    trainer.register_hooks(_hooks(prefix, solver, ckpt, extra, tb_dir, progress, hooks, output_dir))
+    trainer.register_hooks(_hooks(prefix, solver, ckpt, extra, tb_dir, progress,
+                                  hooks, output_dir, plateau))
     if ckpt.trainer_state is not None:
         trainer.load_state_dict(ckpt.trainer_state)
     trainer.train(start_iter, solver.max_iters)
@@ -234,15 +237,17 @@ def _grad_scaler(amp, device):
     return torch.amp.GradScaler("cuda")
 
 
-def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more, output_dir):
-    """The standard hooks around the caller's (`more`), in their order."""
+def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more, output_dir, plateau=None):
+    """The standard hooks around the caller's (`more`), in their order; `plateau(lr)`
+    (SOLVER.SCHEDULE plateau) before the snapshot hook, so the final file holds the best
+    weights."""
     lr = LRSchedule(solver.base_lr, solver.gamma, solver.stepsize, solver.warmup_iters,
                     solver.warmup_factor)
     finite = FiniteLossCheck(prefix)
     # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
     return ([lr, finite, FirstStepGradCheck(prefix), MetricsPrinter(prefix, lr, progress),
              TensorBoard(tb_dir, prefix, lr)] + list(more)
-            + [ResultsCSV(output_dir, prefix, lr),
+            + ([plateau(lr)] if plateau else []) + [ResultsCSV(output_dir, prefix, lr),
                Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
 
 

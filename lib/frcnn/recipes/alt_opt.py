@@ -136,6 +136,9 @@ class AltOpt:
                               "values: stage1 RPN, stage1 Fast R-CNN, stage2 RPN, stage2 Fast R-CNN")
         self.lrs = lrs
         self.amp = amp_dtype(cfg, self.device, self.net)
+        from frcnn.fast_rcnn.validation import validation_images
+
+        self.val = validation_images(self.imdb, cfg, self.out)  # [] under SOLVER.SCHEDULE fixed
         print(f"alt-opt {self.net} on {self.imdb.name} ({self.imdb.num_images} images, "
               f"{self.imdb.num_classes - 1} classes) -> {self.out}; device {self.device}, "
               f"seed {self.seed}, {threads_note()}")
@@ -210,7 +213,8 @@ class AltOpt:
         roidb = get_training_roidb(self.imdb, cfg)
         if stage.proposals:
             roidb = merge_proposals(roidb, self.proposals_file(stage.proposals))
-        roidb = filter_roidb(roidb, cfg)
+        held_out = {self.imdb.image_index[i] for i in self.val}  # SOLVER.SCHEDULE plateau
+        roidb = filter_roidb([e for e in roidb if e["index"] not in held_out], cfg)
         if stage.kind == "fast_rcnn":
             means, stds = add_bbox_regression_stats(roidb, self.imdb.num_classes, cfg)
             model.set_bbox_normalization(means, stds)
@@ -236,14 +240,31 @@ class AltOpt:
         extra = self.meta()
         roidb = self.stage_roidb(model, stage, cfg, extra)
         k = stage.iters_index
-        solver = SolverParams.from_cfg(cfg, cfg.ALT_OPT.ITERS[k], cfg.ALT_OPT.STEPSIZES[k],
-                                       base_lr=self.lrs[k])
+        iters, step = cfg.ALT_OPT.ITERS[k], cfg.ALT_OPT.STEPSIZES[k]
+        if self.val:  # plateau: lr steps placed by the data, up to a ceiling
+            iters, step = int(round(iters * cfg.SOLVER.PLATEAU.CEILING)), 0
+        solver = SolverParams.from_cfg(cfg, iters, step, base_lr=self.lrs[k])
         return train_model(
             model, loader_factory(roidb, cfg, ims, self.seed, bool(stage.proposals), self.workers),
             solver, self.out, f"{self.net.lower()}_{stage.name}", ims_per_batch=ims,
             seed=self.seed, data_signature=roidb_signature(roidb),
             frozen=self.frozen(model, stage, cfg), resume=self.resume, device=self.device,
-            amp=self.amp, extra=extra, find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS))
+            amp=self.amp, extra=extra, find_unused_parameters=bool(cfg.DIST.FIND_UNUSED_PARAMETERS),
+            plateau=self.plateau(stage, cfg, solver.max_iters) if self.val else None)
+
+    def plateau(self, stage, cfg, ceiling):
+        """The stage's own measure on the held-out images: RPN average recall, or Fast R-CNN
+        mAP (area) on this stage's proposals."""
+        from frcnn.fast_rcnn import validation as V
+        from frcnn.safe_io import load_pickle
+
+        if stage.kind == "rpn":
+            name, fn = "rpn_ar300", lambda m: V.rpn_average_recall(m, self.imdb, self.val, cfg)
+        else:
+            props = load_pickle(self.proposals_file(stage.proposals), "proposals")
+            name, fn = "map_area", lambda m: V.detection_map(m, self.imdb, self.val, cfg, props)
+        return V.plateau_hook_factory(cfg, fn, name, ceiling, self.out,
+                                      f"{self.net.lower()}_{stage.name}")
 
     def write_proposals(self, rpn_stage):
         """RPN proposals of every train image (unflipped), as the reference's rpn_generate."""
