@@ -91,12 +91,11 @@ def _plateau_run(out, stop_at=None):
         """The lr of every step; the interruption (in-process kill) after iteration stop_at."""
 
         def before_step(self):
-            step[0] = self.trainer.iter + 1
-            lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
-
-        def after_step(self):
+            # the interruption comes after iteration stop_at and all its hooks (its snapshot)
             if stop_at is not None and self.trainer.iter == stop_at:
                 raise Interrupted(stop_at)
+            step[0] = self.trainer.iter + 1
+            lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
 
     solver = T.SolverParams.from_cfg(cfg, 30, 0)
     plateau = plateau_hook_factory(cfg, measure, "scripted", 30, out, "toy")

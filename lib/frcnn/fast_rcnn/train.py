@@ -246,8 +246,8 @@ def _hooks(prefix, solver, ckpt, extra, tb_dir, progress, more, output_dir, plat
     finite = FiniteLossCheck(prefix)
     # Snapshot last: a snapshot holds every hook's state (and RNG) after the step's hooks ran
     return ([lr, finite, FirstStepGradCheck(prefix), MetricsPrinter(prefix, lr, progress),
-             TensorBoard(tb_dir, prefix, lr)] + list(more)
-            + ([plateau(lr)] if plateau else []) + [ResultsCSV(output_dir, prefix, lr),
+             TensorBoard(tb_dir, prefix, lr)] + ([plateau(lr)] if plateau else []) + list(more)
+            + [ResultsCSV(output_dir, prefix, lr),
                Snapshot(ckpt, solver.snapshot_iters, finite, extra)])
 
 
