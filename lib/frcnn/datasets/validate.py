@@ -371,6 +371,134 @@ def _finite_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+_FIX_COCO_ANN = "fix or remove the annotation in the json"
+
+
+def _coco_categories(data, ann_file, report):
+    """Map category id -> name, reporting entries the rest of the check cannot use."""
+    cats = {}
+    for k, c in enumerate(data.get("categories") or []):
+        cid, cname = c.get("id") if isinstance(c, dict) else None, \
+            str(c.get("name", "")).strip() if isinstance(c, dict) else ""
+        if cid is None or not cname:
+            report.error(ann_file, "needs an 'id' and a 'name'", "fix the category",
+                         obj=f"category {k}", kind="bad category")
+        elif cid in cats:
+            report.error(ann_file, f"category id {cid} is used twice ('{cats[cid]}', '{cname}')",
+                         "give each category its own id", obj=f"category {k}",
+                         kind="duplicate id")
+        else:
+            cats[cid] = cname
+    if not cats:
+        report.error(ann_file, "no categories", "export the class list too", kind="empty set")
+    return cats
+
+
+def _coco_images(data, ann_file, report):
+    """Map image id -> image entry, reporting entries without an id or file, or a reused id."""
+    images = {}
+    for k, im in enumerate(data.get("images") or []):
+        iid = im.get("id") if isinstance(im, dict) else None
+        if iid is None or not im.get("file_name"):
+            report.error(ann_file, "needs an 'id' and a 'file_name'", "fix the image entry",
+                         obj=f"image {k}", kind="bad image entry")
+        elif iid in images:
+            report.error(ann_file, f"image id {iid} is used twice ('{images[iid]['file_name']}', "
+                         f"'{im['file_name']}')", "give each image its own id", obj=f"image {k}",
+                         kind="duplicate id")
+        else:
+            images[iid] = im
+    return images
+
+
+def _coco_annotations_by_image(data, ann_file, images, in_split, report):
+    """Group the split's annotations by image id as (position, annotation), checking every
+    annotation's shape, id and image_id (also those outside the split)."""
+    anns_of = defaultdict(list)
+    seen_ann = {}
+    for k, a in enumerate(data.get("annotations") or []):
+        if not isinstance(a, dict):
+            report.error(ann_file, "not an object", _FIX_COCO_ANN, obj=f"annotation {k}",
+                         kind="bad json")
+            continue
+        aid = a.get("id")
+        if aid is not None:
+            if aid in seen_ann:
+                report.error(ann_file, f"annotation id {aid} is used twice (annotations "
+                             f"{seen_ann[aid]} and {k})", "give each annotation its own id",
+                             obj=f"annotation {k}", kind="duplicate id")
+            seen_ann.setdefault(aid, k)
+        iid = a.get("image_id")
+        if iid not in images:
+            report.error(ann_file, f"image_id {iid!r} is not in 'images'", _FIX_COCO_ANN,
+                         obj=f"annotation {k} (id {aid})", kind="unknown image")
+            continue
+        if iid in in_split:
+            anns_of[iid].append((k, a))
+    return anns_of
+
+
+def _coco_box(a, where, cats, bounds, path, ann_file, report):
+    """One annotation's (class name, 0-based inclusive box) to train on; None for a box that is
+    unusable (reported) or a crowd (counted as difficult)."""
+    cname = cats.get(a.get("category_id"))
+    if cname is None:
+        report.error(ann_file, f"unknown category_id {a.get('category_id')!r} (known: "
+                     f"{sorted(cats)})", "fix the category_id or add the category",
+                     obj=where, kind="unknown class")
+        return None
+    bb = a.get("bbox")
+    if not isinstance(bb, (list, tuple)) or len(bb) != 4 or \
+            not all(_finite_number(v) for v in bb):
+        report.error(ann_file, f"bbox {bb!r} is not 4 finite numbers [x, y, w, h]",
+                     _FIX_COCO_ANN, obj=where, name=cname, kind="bad coordinate")
+        return None
+    x, y, w, h = (float(v) for v in bb)
+    if w <= 0 or h <= 0:
+        report.error(ann_file, f"bbox {bb} has width or height <= 0 (x2 < x1)",
+                     "fix the box (COCO boxes are [x, y, width, height])", obj=where,
+                     name=cname, kind="inverted box")
+        return None
+    if bounds is not None and (x < -1 or y < -1 or x + w > bounds[0] + 1
+                               or y + h > bounds[1] + 1):
+        report.error(ann_file, f"bbox {bb} lies outside the {bounds[0]}x{bounds[1]} "
+                     f"image {path}", f"clip it to the image (x + width <= {bounds[0]}, "
+                     f"y + height <= {bounds[1]})", obj=where, name=cname,
+                     kind="box outside image")
+        return None
+    if a.get("iscrowd"):
+        report.num_difficult += 1
+        return None
+    return cname, (x, y, x + max(w - 1, 0), y + max(h - 1, 0))
+
+
+def _check_coco_image(iid, im, anns, image_dir, cats, cfg, ann_file, decode, boxes_by_class,
+                      report):
+    """Check one image of the split (file, json size) and its annotations' boxes."""
+    report.num_images += 1
+    path = os.path.join(image_dir, im["file_name"])
+    start = len(report.issues)
+    wh = check_image(path, report, decode=decode)
+    jw, jh = im.get("width"), im.get("height")
+    if wh is not None and (jw, jh) != tuple(wh):
+        report.error(ann_file, f"width x height {jw}x{jh} but {path} is {wh[0]}x{wh[1]}",
+                     "fix the image's width/height in the json (or the image, if it was "
+                     "resized or rotated)", obj=f"image id {iid}", kind="size mismatch")
+    bounds = wh if wh is not None else ((jw, jh) if _finite_number(jw) and _finite_number(jh)
+                                        else None)
+    kept, labels = [], []
+    for k, a in anns:
+        where = f"annotation {k} (id {a.get('id')}, image '{im['file_name']}')"
+        got = _coco_box(a, where, cats, bounds, path, ann_file, report)
+        if got is None:
+            continue
+        kept.append(got)
+        labels.append(where)
+    had_error = any(i.level == ERROR for i in report.issues[start:])
+    image_warnings(report, f"{ann_file}: image '{im['file_name']}'", kept, wh, cfg,
+                   boxes_by_class, had_error, labels=labels)
+
+
 def check_coco(ann_file, image_dir, split, cfg, name=None, decode=True, data=None):
     """Validate a COCO-format json + image folder (the images of `split`, see coco_json).
 
@@ -390,109 +518,17 @@ def check_coco(ann_file, image_dir, split, cfg, name=None, decode=True, data=Non
     if not os.path.isdir(image_dir):
         report.error(image_dir, "image folder not found", "give the folder the json's file_name "
                      "entries are relative to", kind="missing image")
-    fix_ann = "fix or remove the annotation in the json"
-    cats = {}
-    for k, c in enumerate(data.get("categories") or []):
-        cid, cname = c.get("id") if isinstance(c, dict) else None, \
-            str(c.get("name", "")).strip() if isinstance(c, dict) else ""
-        if cid is None or not cname:
-            report.error(ann_file, "needs an 'id' and a 'name'", "fix the category",
-                         obj=f"category {k}", kind="bad category")
-        elif cid in cats:
-            report.error(ann_file, f"category id {cid} is used twice ('{cats[cid]}', '{cname}')",
-                         "give each category its own id", obj=f"category {k}",
-                         kind="duplicate id")
-        else:
-            cats[cid] = cname
-    if not cats:
-        report.error(ann_file, "no categories", "export the class list too", kind="empty set")
-    images = {}
-    for k, im in enumerate(data.get("images") or []):
-        iid = im.get("id") if isinstance(im, dict) else None
-        if iid is None or not im.get("file_name"):
-            report.error(ann_file, "needs an 'id' and a 'file_name'", "fix the image entry",
-                         obj=f"image {k}", kind="bad image entry")
-        elif iid in images:
-            report.error(ann_file, f"image id {iid} is used twice ('{images[iid]['file_name']}', "
-                         f"'{im['file_name']}')", "give each image its own id", obj=f"image {k}",
-                         kind="duplicate id")
-        else:
-            images[iid] = im
+    cats = _coco_categories(data, ann_file, report)
+    images = _coco_images(data, ann_file, report)
     ids = split_ids(list(images.values()), split)
     if not ids:
         report.error(ann_file, f"no images in split '{split}'", "add images to the json",
                      kind="empty set")
-    in_split = set(ids)
-    anns_of = defaultdict(list)
-    seen_ann = {}
-    for k, a in enumerate(data.get("annotations") or []):
-        if not isinstance(a, dict):
-            report.error(ann_file, "not an object", fix_ann, obj=f"annotation {k}", kind="bad json")
-            continue
-        aid = a.get("id")
-        if aid is not None:
-            if aid in seen_ann:
-                report.error(ann_file, f"annotation id {aid} is used twice (annotations "
-                             f"{seen_ann[aid]} and {k})", "give each annotation its own id",
-                             obj=f"annotation {k}", kind="duplicate id")
-            seen_ann.setdefault(aid, k)
-        iid = a.get("image_id")
-        if iid not in images:
-            report.error(ann_file, f"image_id {iid!r} is not in 'images'", fix_ann,
-                         obj=f"annotation {k} (id {aid})", kind="unknown image")
-            continue
-        if iid in in_split:
-            anns_of[iid].append((k, a))
+    anns_of = _coco_annotations_by_image(data, ann_file, images, set(ids), report)
     boxes_by_class = defaultdict(list)
     for iid in ids:
-        im = images[iid]
-        report.num_images += 1
-        path = os.path.join(image_dir, im["file_name"])
-        start = len(report.issues)
-        wh = check_image(path, report, decode=decode)
-        jw, jh = im.get("width"), im.get("height")
-        if wh is not None and (jw, jh) != tuple(wh):
-            report.error(ann_file, f"width x height {jw}x{jh} but {path} is {wh[0]}x{wh[1]}",
-                         "fix the image's width/height in the json (or the image, if it was "
-                         "resized or rotated)", obj=f"image id {iid}", kind="size mismatch")
-        bounds = wh if wh is not None else ((jw, jh) if _finite_number(jw) and _finite_number(jh)
-                                            else None)
-        kept, labels = [], []
-        for k, a in anns_of[iid]:
-            where = f"annotation {k} (id {a.get('id')}, image '{im['file_name']}')"
-            cname = cats.get(a.get("category_id"))
-            if cname is None:
-                report.error(ann_file, f"unknown category_id {a.get('category_id')!r} (known: "
-                             f"{sorted(cats)})", "fix the category_id or add the category",
-                             obj=where, kind="unknown class")
-                continue
-            bb = a.get("bbox")
-            if not isinstance(bb, (list, tuple)) or len(bb) != 4 or \
-                    not all(_finite_number(v) for v in bb):
-                report.error(ann_file, f"bbox {bb!r} is not 4 finite numbers [x, y, w, h]",
-                             fix_ann, obj=where, name=cname, kind="bad coordinate")
-                continue
-            x, y, w, h = (float(v) for v in bb)
-            if w <= 0 or h <= 0:
-                report.error(ann_file, f"bbox {bb} has width or height <= 0 (x2 < x1)",
-                             "fix the box (COCO boxes are [x, y, width, height])", obj=where,
-                             name=cname, kind="inverted box")
-                continue
-            if bounds is not None and (x < -1 or y < -1 or x + w > bounds[0] + 1
-                                       or y + h > bounds[1] + 1):
-                report.error(ann_file, f"bbox {bb} lies outside the {bounds[0]}x{bounds[1]} "
-                             f"image {path}", f"clip it to the image (x + width <= {bounds[0]}, "
-                             f"y + height <= {bounds[1]})", obj=where, name=cname,
-                             kind="box outside image")
-                continue
-            if a.get("iscrowd"):
-                report.num_difficult += 1
-                continue
-            kept.append((cname, (x, y, x + max(w - 1, 0), y + max(h - 1, 0))))
-            labels.append(where)
-        had_error = any(i.level == ERROR for i in report.issues[start:])
-        image_warnings(report, f"{ann_file}: image '{im['file_name']}'", kept, wh, cfg,
-                       boxes_by_class, had_error, labels=labels)
+        _check_coco_image(iid, images[iid], anns_of[iid], image_dir, cats, cfg, ann_file, decode,
+                          boxes_by_class, report)
     if ids and not report.num_objects:
         report.error(ann_file, f"no objects in the {report.num_images} images of split '{split}'",
                      "annotate the images", kind="empty set")
