@@ -70,19 +70,14 @@ def _int_field(node, key):
         return None
 
 
-def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
-    """Check one VOC XML against its image size `wh` ((w, h), or None if the image is bad: the
-    XML's <size> is used then). Adds every problem to `report`.
-
-    -> list of (name, (x1, y1, x2, y2) 0-based, difficult) of the objects without errors, or None
-       if the XML cannot be read.
-    """
+def _read_voc_root(xml_path, report):
+    """The XML's root element, or None after reporting why the file cannot be read."""
     if not os.path.isfile(xml_path):
         report.error(xml_path, "annotation file not found",
                      "add it or remove the image id from the image set", kind="missing annotation")
         return None
     try:
-        root = ET.parse(xml_path).getroot()
+        return ET.parse(xml_path).getroot()
     except ET.ParseError as e:
         report.error(xml_path, f"unreadable annotation XML ({e}; truncated or not XML)",
                      "fix or regenerate the file", kind="unreadable XML")
@@ -91,6 +86,10 @@ def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
         report.error(xml_path, f"cannot read annotation XML ({e.strerror})",
                      "fix the file's permissions", kind="unreadable XML")
         return None
+
+
+def _voc_bounds(root, xml_path, image_path, wh, report):
+    """The (w, h) boxes must lie in: the image's, else the XML's <size>; reports a mismatch."""
     size = root.find("size")
     xwh = None
     if size is not None:
@@ -101,55 +100,73 @@ def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
         report.error(xml_path, f"<size> says {xwh[0]}x{xwh[1]} but {image_path} is "
                      f"{wh[0]}x{wh[1]} (WxH)", "fix the <size> in the XML (or the image, if it "
                      "was resized or rotated)", kind="size mismatch")
-    bounds = wh if wh is not None else xwh
-    objects = []
-    for i, obj in enumerate(root.findall("object")):
-        name = (obj.findtext("name") or "").lower().strip()
-        if not name:
-            report.error(xml_path, "no <name> (class)", "add the class name or remove the object",
-                         obj=i, kind="no class name")
-            continue
-        bad = False
-        if class_to_ind is not None and class_to_ind.get(name, 0) == 0:
-            known = [c for c in class_to_ind if c != "__background__"]
-            report.error(xml_path, f"unknown class '{name}' (known: {known})", "fix the <name> or "
-                         "add the class to the class list (classes.txt)", obj=i, name=name,
-                         kind="unknown class")
-            bad = True
-        bb = obj.find("bndbox")
-        if bb is None:
-            report.error(xml_path, "no <bndbox>", "add xmin/ymin/xmax/ymax or remove the object",
-                         obj=i, name=name, kind="no bndbox")
-            continue
-        vals, probs = [], []
-        for k in ("xmin", "ymin", "xmax", "ymax"):
-            v, p = _coord(bb, k)
-            vals.append(v)
-            if p:
-                probs.append(p)
-        if probs:
-            report.error(xml_path, ", ".join(probs), "<bndbox> needs numeric, finite xmin, ymin, "
-                         "xmax, ymax (1-based pixels)", obj=i, name=name, kind="bad coordinate")
-            continue
-        x1, y1, x2, y2 = (v - 1 for v in vals)
-        box = f"box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g})"
-        if x2 < x1 or y2 < y1:
-            report.error(xml_path, f"{box} has xmax < xmin or ymax < ymin",
-                         "swap or fix the coordinates", obj=i, name=name, kind="inverted box")
-            continue
-        if bounds is not None:
-            w, h = bounds
-            if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
-                what = image_path if wh is not None else "(per <size>)"
-                report.error(xml_path, f"{box} lies outside the {w}x{h} image {what}",
-                             f"VOC coordinates are 1-based: clip them to 1..{w} (x) and 1..{h} (y)",
-                             obj=i, name=name, kind="box outside image")
-                continue
-        if bad:
-            continue
-        diff = _int_field(obj, "difficult") or 0
-        objects.append((name, (x1, y1, x2, y2), bool(diff)))
-    return objects
+    return wh if wh is not None else xwh
+
+
+def _voc_object(i, obj, xml_path, image_path, wh, bounds, class_to_ind, report):
+    """Object `i` as (name, 0-based box, difficult), or None after reporting its problems (an
+    unknown class is reported and its box still checked, so one pass shows every problem)."""
+    name = (obj.findtext("name") or "").lower().strip()
+    if not name:
+        report.error(xml_path, "no <name> (class)", "add the class name or remove the object",
+                     obj=i, kind="no class name")
+        return None
+    bad = False
+    if class_to_ind is not None and class_to_ind.get(name, 0) == 0:
+        known = [c for c in class_to_ind if c != "__background__"]
+        report.error(xml_path, f"unknown class '{name}' (known: {known})", "fix the <name> or "
+                     "add the class to the class list (classes.txt)", obj=i, name=name,
+                     kind="unknown class")
+        bad = True
+    bb = obj.find("bndbox")
+    if bb is None:
+        report.error(xml_path, "no <bndbox>", "add xmin/ymin/xmax/ymax or remove the object",
+                     obj=i, name=name, kind="no bndbox")
+        return None
+    vals, probs = [], []
+    for k in ("xmin", "ymin", "xmax", "ymax"):
+        v, p = _coord(bb, k)
+        vals.append(v)
+        if p:
+            probs.append(p)
+    if probs:
+        report.error(xml_path, ", ".join(probs), "<bndbox> needs numeric, finite xmin, ymin, "
+                     "xmax, ymax (1-based pixels)", obj=i, name=name, kind="bad coordinate")
+        return None
+    x1, y1, x2, y2 = (v - 1 for v in vals)
+    box = f"box (xmin {x1 + 1:g}, ymin {y1 + 1:g}, xmax {x2 + 1:g}, ymax {y2 + 1:g})"
+    if x2 < x1 or y2 < y1:
+        report.error(xml_path, f"{box} has xmax < xmin or ymax < ymin",
+                     "swap or fix the coordinates", obj=i, name=name, kind="inverted box")
+        return None
+    if bounds is not None:
+        w, h = bounds
+        if x1 < 0 or y1 < 0 or x2 > w - 1 or y2 > h - 1:
+            what = image_path if wh is not None else "(per <size>)"
+            report.error(xml_path, f"{box} lies outside the {w}x{h} image {what}",
+                         f"VOC coordinates are 1-based: clip them to 1..{w} (x) and 1..{h} (y)",
+                         obj=i, name=name, kind="box outside image")
+            return None
+    if bad:
+        return None
+    diff = _int_field(obj, "difficult") or 0
+    return name, (x1, y1, x2, y2), bool(diff)
+
+
+def parse_voc_xml(xml_path, image_path, wh, class_to_ind, report):
+    """Check one VOC XML against its image size `wh` ((w, h), or None if the image is bad: the
+    XML's <size> is used then). Adds every problem to `report`.
+
+    -> list of (name, (x1, y1, x2, y2) 0-based, difficult) of the objects without errors, or None
+       if the XML cannot be read.
+    """
+    root = _read_voc_root(xml_path, report)
+    if root is None:
+        return None
+    bounds = _voc_bounds(root, xml_path, image_path, wh, report)
+    objects = [_voc_object(i, obj, xml_path, image_path, wh, bounds, class_to_ind, report)
+               for i, obj in enumerate(root.findall("object"))]
+    return [o for o in objects if o is not None]
 
 
 def load_voc_annotation(xml_path, image_path, class_to_ind, decode=False):
