@@ -275,8 +275,6 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
     model.eval()
     device = _device_of(model)
     num_images, num_classes = imdb.num_images, imdb.num_classes
-    all_boxes = [[np.zeros((0, 5), dtype=np.float32) for _ in range(num_images)]
-                 for _ in range(num_classes)]
     rank, world = du.get_rank(), du.get_world_size()
     if rank == 0:
         os.makedirs(output_dir, exist_ok=True)
@@ -309,18 +307,27 @@ def test_net(model, imdb, cfg, output_dir, max_per_image=None, thresh=None, prop
     gathered = du.gather_by_index(local, num_images)
     mAP = None
     if rank == 0:
-        for i, dets in enumerate(gathered):
-            for j in range(1, num_classes):
-                all_boxes[j][i] = dets[j]
-        with open(os.path.join(output_dir, "detections.pkl"), "wb") as f:
-            pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
-        print(f"Speed: im_detect {1000 * t_det.average_time:.1f} ms/image, misc "
-              f"{1000 * t_misc.average_time:.1f} ms/image ({num_images} images, device {device}"
-              + (f", per process of {world}" if world > 1 else "") + ")")
-        print("Evaluating detections")
-        mAP = float(imdb.evaluate_detections(all_boxes, output_dir))
-        _write_pr_curves(imdb, output_dir)
+        mAP = _save_and_evaluate(imdb, gathered, output_dir, t_det, t_misc, device, world)
     return du.broadcast_object(mAP)
+
+
+def _save_and_evaluate(imdb, gathered, output_dir, t_det, t_misc, device, world):
+    """Rank 0's part of test_net: write detections.pkl, print the speed, evaluate; -> mAP."""
+    num_images, num_classes = imdb.num_images, imdb.num_classes
+    all_boxes = [[np.zeros((0, 5), dtype=np.float32) for _ in range(num_images)]
+                 for _ in range(num_classes)]
+    for i, dets in enumerate(gathered):
+        for j in range(1, num_classes):
+            all_boxes[j][i] = dets[j]
+    with open(os.path.join(output_dir, "detections.pkl"), "wb") as f:
+        pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
+    print(f"Speed: im_detect {1000 * t_det.average_time:.1f} ms/image, misc "
+          f"{1000 * t_misc.average_time:.1f} ms/image ({num_images} images, device {device}"
+          + (f", per process of {world}" if world > 1 else "") + ")")
+    print("Evaluating detections")
+    mAP = float(imdb.evaluate_detections(all_boxes, output_dir))
+    _write_pr_curves(imdb, output_dir)
+    return mAP
 
 
 def _write_pr_curves(imdb, output_dir):
