@@ -189,7 +189,6 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     rank, world = du.get_rank(), du.get_world_size()
     device = torch.device(device)
     base_lr = solver.base_lr
-    snap_prefix = prefix + (f"_{solver.snapshot_infix}" if solver.snapshot_infix else "")
     out_final = final_path(output_dir, prefix)
     if resume and (os.path.exists(out_final)):
         if rank == 0:
@@ -200,12 +199,9 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     model.to(device)
     optimizer = build_optimizer(model, solver, base_lr)
     scaler = _grad_scaler(amp, device)
-    signature = run_signature(seed=seed, ims_per_batch=ims_per_batch, iter_size=iter_size,
-                              world_size=world, max_iters=solver.max_iters,
-                              stepsize=solver.stepsize, base_lr=base_lr, data=data_signature,
-                              warmup=(solver.warmup_iters, solver.warmup_factor))
-    ckpt = Checkpointer(output_dir, snap_prefix, model, optimizer, signature, scaler,
-                        final_prefix=prefix)
+    ckpt = _checkpointer(model, optimizer, scaler, solver, output_dir, prefix, seed=seed,
+                         ims_per_batch=ims_per_batch, iter_size=iter_size, world=world,
+                         data_signature=data_signature)
     seed_all(seed + rank)
     start_iter = ckpt.resume() if resume else 0
     ddp = du.wrap_model(model, device, find_unused_parameters)
@@ -226,6 +222,19 @@ def train_model(model, loader_fn, solver, output_dir, prefix, *, ims_per_batch, 
     trainer.train(start_iter, solver.max_iters)
     model.eval()
     return out_final
+
+
+def _checkpointer(model, optimizer, scaler, solver, output_dir, prefix, *, seed, ims_per_batch,
+                  iter_size, world, data_signature):
+    """The run's Checkpointer; its signature holds what a resumed run must share exactly."""
+    snap_prefix = prefix + (f"_{solver.snapshot_infix}" if solver.snapshot_infix else "")
+    signature = run_signature(seed=seed, ims_per_batch=ims_per_batch, iter_size=iter_size,
+                              world_size=world, max_iters=solver.max_iters,
+                              stepsize=solver.stepsize, base_lr=solver.base_lr,
+                              data=data_signature,
+                              warmup=(solver.warmup_iters, solver.warmup_factor))
+    return Checkpointer(output_dir, snap_prefix, model, optimizer, signature, scaler,
+                        final_prefix=prefix)
 
 
 def _grad_scaler(amp, device):
