@@ -76,17 +76,11 @@ def interleaved_ms(models, imdb, cfg, proposals, n=10):
     return [1000 * sorted(t)[len(t) // 2] for t in times]
 
 
-def main(argv=None):
-    import torch
-
+def _load_model(args, cfg):
+    """The trained model file and its model (head only on given proposals); -> (mf, model)."""
     from frcnn.errors import ConfigError
     from frcnn.model_file import ModelFile
-    from frcnn.models.compress import compress_head, default_ranks, head_params
 
-    args = parse_args(argv)
-    cfg = setup_cfg(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
     mf = ModelFile.load(args.model)
     if not mf.classes:
         raise ConfigError(f"{args.model}: no class list inside; compress a *_final.pth of the "
@@ -94,7 +88,14 @@ def main(argv=None):
     parts = ("head",) if args.proposals else ("rpn", "head")
     if args.proposals:
         cfg.TEST.HAS_RPN = False
-    model = mf.build(cfg, parts, cfg.DEVICE, args.net)
+    return mf, mf.build(cfg, parts, cfg.DEVICE, args.net)
+
+
+def _compress_and_save(args, mf, model):
+    """Compress a copy of `model` to the asked ranks and save it; -> (small, tag, out path)."""
+    from frcnn.model_file import ModelFile
+    from frcnn.models.compress import compress_head, default_ranks, head_params
+
     ranks = default_ranks(model)
     if args.fc6 is not None:
         ranks["fc6"] = args.fc6
@@ -110,20 +111,26 @@ def main(argv=None):
     p0, p1 = head_params(model), head_params(small)
     print(f"compressed {', '.join(f'{k} to {v} components' for k, v in done.items())}: head "
           f"parameters {p0 / 1e6:.2f}M -> {p1 / 1e6:.2f}M; wrote {out}")
-    if args.bench_head:
-        t0, t1 = [], []
-        for _ in range(3):  # alternate so load changes hit both alike
-            t0.append(head_ms(model))
-            t1.append(head_ms(small))
-        a, b = sorted(t0)[1], sorted(t1)[1]
-        print(f"head (fc layers + predictors) on 300 RoIs: {a:.1f} ms -> {b:.1f} ms (x{a / b:.2f}), "
-              f"{threads_note()}, load {os.getloadavg()[0]:.1f}")
-    if not args.imdb:
-        return out
+    return small, tag, out
 
+
+def _print_head_bench(model, small):
+    """Print the head's time on 300 RoIs before -> after (--bench-head)."""
+    t0, t1 = [], []
+    for _ in range(3):  # alternate so load changes hit both alike
+        t0.append(head_ms(model))
+        t1.append(head_ms(small))
+    a, b = sorted(t0)[1], sorted(t1)[1]
+    print(f"head (fc layers + predictors) on 300 RoIs: {a:.1f} ms -> {b:.1f} ms (x{a / b:.2f}), "
+          f"{threads_note()}, load {os.getloadavg()[0]:.1f}")
+
+
+def _test_both(args, cfg, model, small, tag, out):
+    """Test the original and the compressed model on --imdb; -> (imdb, table rows)."""
     from frcnn.config import get_output_dir
     from frcnn.datasets.factory import get_imdb
     from frcnn.fast_rcnn.test import test_net
+    from frcnn.models.compress import head_params
     from frcnn.roi_data.roidb import load_proposals
 
     imdb = get_imdb(args.imdb, cfg)
@@ -141,6 +148,11 @@ def main(argv=None):
     ms = interleaved_ms([model, small], imdb, cfg, props)
     for r, t in zip(rows, ms):
         r[1] = t
+    return imdb, rows
+
+
+def _write_table(args, cfg, imdb, rows, out):
+    """Print the before/after table and write it to <out>.md."""
     lines = [f"# SVD compression of {os.path.basename(args.model)} on {imdb.name} "
              f"({imdb.num_images} images, device {cfg.DEVICE}, {threads_note()})", "",
              "| model | im_detect ms/image (median, interleaved) | head ms / 300 RoIs | head params | mAP |",
@@ -154,6 +166,23 @@ def main(argv=None):
     print(table)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
         f.write(table + "\n")
+
+
+def main(argv=None):
+    import torch
+
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    mf, model = _load_model(args, cfg)
+    small, tag, out = _compress_and_save(args, mf, model)
+    if args.bench_head:
+        _print_head_bench(model, small)
+    if not args.imdb:
+        return out
+    imdb, rows = _test_both(args, cfg, model, small, tag, out)
+    _write_table(args, cfg, imdb, rows, out)
     return out
 
 
