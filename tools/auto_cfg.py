@@ -40,7 +40,8 @@ def user_keys(args):
     return keys
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line; main reads nothing else from argv."""
     p = argparse.ArgumentParser(description="Faster R-CNN settings sized from the data")
     p.add_argument("--net", required=True)
     p.add_argument("--imdb", required=True, help="training image set")
@@ -48,7 +49,22 @@ def main(argv=None):
     p.add_argument("--flavour", default="alt_opt", choices=("alt_opt", "end2end"))
     p.add_argument("--path-file", default=None, help="write the cfg path into this file")
     add_common_args(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def cfg_values(cfg, keys):
+    """{dotted key: its value in cfg}, to write the keys not derived next to the derived ones."""
+    given = {}
+    for k in keys:
+        node = cfg
+        for part in k.split("."):
+            node = node[part]
+        given[k] = node
+    return given
+
+
+def main(argv=None):
+    args = parse_args(argv)
     # the flavour's reference keys first (TEST.HAS_RPN, ...), as the hand-written cfgs have them
     import yaml
 
@@ -82,12 +98,7 @@ def main(argv=None):
     if "EXP_DIR" not in fixed:
         keys["EXP_DIR"] = f"auto_{args.flavour}"
     autocfg.apply(keys, cfg)
-    given = {}
-    for k in [k for k in flat_keys(base) if k not in keys] + fixed:
-        node = cfg
-        for part in k.split("."):
-            node = node[part]
-        given[k] = node
+    given = cfg_values(cfg, [k for k in flat_keys(base) if k not in keys] + fixed)
     out_dir = get_output_dir(imdb.name.replace(":", "_").replace("/", "_"), cfg)
     path = os.path.join(out_dir, "cfg.yml")
     notes = [f"{args.net} {args.flavour} on {imdb.name}"] + notes
