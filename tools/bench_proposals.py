@@ -64,7 +64,7 @@ def bench_blobs(args, cfg):
     import torch
 
     if args.images:
-        from frcnn.api import list_images, read_any_image
+        from frcnn.detections import list_images, read_any_image
         from frcnn.fast_rcnn.test import get_test_blob
 
         return [get_test_blob(read_any_image(p), cfg)[:2] for p in list_images(args.images)]

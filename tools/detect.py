@@ -17,7 +17,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from frcnn.api import list_images
+from frcnn.detections import list_images
 from frcnn.cli import add_common_args, run_main
 
 def parse_args(argv=None):
@@ -44,7 +44,8 @@ def main(argv=None):
     args = parse_args(argv)
     import cv2
 
-    from frcnn.api import Detector, model_cfg, read_any_image
+    from frcnn.api import Detector, model_cfg
+    from frcnn.detections import read_any_image
     from frcnn.fast_rcnn.test import vis_detections
     from frcnn.utils.timer import Timer
 

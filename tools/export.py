@@ -102,7 +102,7 @@ def check_export(path, det, images):
     import numpy as np
     import torch
 
-    from frcnn.api import read_any_image
+    from frcnn.detections import read_any_image
     from frcnn.fast_rcnn.test import get_test_blob
 
     if path.endswith(".onnx"):

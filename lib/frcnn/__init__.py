@@ -9,8 +9,12 @@ __all__ = ["Detector", "Detections"]
 
 
 def __getattr__(name):
-    if name in ("Detector", "Detections"):
-        from frcnn import api
+    if name == "Detector":
+        from frcnn.api import Detector
 
-        return getattr(api, name)
+        return Detector
+    if name == "Detections":
+        from frcnn.detections import Detections
+
+        return Detections
     raise AttributeError(f"module 'frcnn' has no attribute {name!r}")

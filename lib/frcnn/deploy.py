@@ -9,7 +9,7 @@ onnxruntime or openvino, numpy and opencv only.
 The image goes through the training blob recipe (frcnn.utils.blob: minus the pixel means, short
 side to the test scale, long side <= the max size), the graph does the rest (backbone, RPN,
 proposals, RoI pooling, head, per-class threshold + NMS, cap per image) and the result is a
-frcnn.api.Detections, as Detector gives. Class names, scale, means and thresholds come from the
+frcnn.detections.Detections, as Detector gives. Class names, scale, means and thresholds come from the
 file's metadata; thresholds are fixed at export.
 """
 import json
@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from frcnn.api import DEFAULT_DRAW_THRESH, Detections, read_any_image
+from frcnn.detections import DEFAULT_DRAW_THRESH, Detections, read_any_image
 from frcnn.errors import ConfigError
 from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 

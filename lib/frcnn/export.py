@@ -222,7 +222,7 @@ def quantize_int8(onnx_path, out_path, image_paths):
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from frcnn.api import read_any_image
+    from frcnn.detections import read_any_image
     from frcnn.deploy import onnx_blob, read_metadata
 
     meta = read_metadata(onnx_path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from frcnn.errors import ConfigError
 from frcnn.safe_io import load_torch, numpy_to_tensors
+from frcnn.utils.atomic_file import save_atomic
 
 _FIELDS = ("net", "classes", "pooling", "seed")
 
@@ -65,10 +66,8 @@ class ModelFile:
         return out
 
     def save(self, path):
-        """Atomic write (engine.checkpoint.save_atomic: tmp, fsync, rename; disk full is an
+        """Atomic write (utils.atomic_file.save_atomic: tmp, fsync, rename; disk full is an
         error that leaves an existing file intact)."""
-        from frcnn.engine.checkpoint import save_atomic
-
         save_atomic(self.to_dict(), str(path))
         self.path = str(path)
 

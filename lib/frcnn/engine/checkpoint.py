@@ -7,19 +7,19 @@ Each snapshot carries a checksum of its content; a truncated or corrupt newest s
 cut, a full disk) is skipped with a warning and the run resumes exactly from the previous good
 one. A write that fails (disk full) leaves the previous snapshot intact and stops with an error.
 Snapshots load with torch.load(weights_only=True) (frcnn.safe_io)."""
-import errno
 import glob
 import hashlib
 import os
 import random
 import re
-import time
 
 import numpy as np
 import torch
 
-from frcnn.errors import ConfigError, UserError
+from frcnn.errors import ConfigError
+from frcnn.model_file import ModelFile
 from frcnn.safe_io import UnsafeFileError, load_torch
+from frcnn.utils.atomic_file import DiskFull, save_atomic  # noqa: F401  (snapshots and tests)
 from frcnn.utils import distributed as du
 
 
@@ -72,36 +72,6 @@ def find_snapshot(output_dir, prefix):
     return snaps[0] if snaps else None
 
 
-class DiskFull(UserError):
-    """A snapshot or model file could not be written (disk full, quota, I/O error)."""
-
-
-def save_atomic(obj, path):
-    """torch.save to path.tmp, fsync, then rename: a killed run never leaves half a file, and a
-    failed write (disk full) removes the tmp file, keeps what `path` held and raises DiskFull."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-            # test hook: widen the window between writing and renaming (kill -9 tests)
-            pause = float(os.environ.get("FRCNN_SNAPSHOT_PAUSE_S", "0") or 0)
-            if pause > 0:
-                time.sleep(pause)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e)
-        kept = (f"{path} is unchanged" if os.path.exists(path) else
-                "the snapshots written before are intact")
-        raise DiskFull(f"{path}: could not be written ({why}); {kept}: free space on "
-                       f"{os.path.dirname(os.path.abspath(path))} (or set OUTPUT_DIR to another "
-                       "disk) and rerun the same command, it resumes from the newest "
-                       "snapshot") from None
-    os.replace(tmp, path)
 
 
 def content_checksum(state):
@@ -267,8 +237,6 @@ class Checkpointer:
 
     def save_final(self, trainer, extra=None):
         if du.get_rank() == 0:
-            from frcnn.model_file import ModelFile
-
             ModelFile.from_flat(export_state_dict(self.model),
                                 {"iteration": trainer.iter, **(extra or {})}).save(self.final_file)
         du.barrier()

@@ -21,10 +21,6 @@ from frcnn.evaluation.evalset import EvalSet, area_ap, nanmean
 from frcnn.evaluation.thresholds import f1_thresholds
 from frcnn.evaluation.tide import classify_errors, error_breakdown
 
-FIGURES = ("training.png", "pr_curves.png", "score_curves.png", "confusion_matrix.png",
-           "tide.png", "worst_images.png")
-
-
 def _voc_aps(evalset):
     """{class: (VOC07 11-point AP, area AP, recall, precision)} at IoU > 0.5."""
     out = {}

@@ -8,6 +8,10 @@ import os
 
 from frcnn.evaluation.tide import ERROR_NAMES
 
+# the page's figures, in its order (training.png sits beside the model, the rest in the folder)
+FIGURES = ("training.png", "pr_curves.png", "score_curves.png", "confusion_matrix.png",
+           "tide.png", "worst_images.png")
+
 READ = {
     "training.png": "Training losses (window means) of each stage against the iteration; they "
                     "should fall and flatten; red dots are validation numbers when --eval-every "
@@ -134,8 +138,6 @@ def render(m, figures):
 
 def write_html(output_dir, metrics, training_png=None):
     """<output_dir>/report.html from metrics.json's content and the PNGs present; -> path."""
-    from frcnn.evaluation.report import FIGURES
-
     figures = [training_png] if training_png and os.path.exists(training_png) else []
     figures += [os.path.join(output_dir, n) for n in FIGURES[1:]
                 if os.path.exists(os.path.join(output_dir, n))]
