@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from frcnn.safe_io import load_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "experiments", "cfgs", "shapes_alt_opt.yml")
@@ -47,14 +48,14 @@ def test_stages_written(trained):
                  "stage2_rpn_final.pth", "stage2_rpn_proposals.pkl", "stage2_fast_rcnn_final.pth",
                  "faster_rcnn_final.pth"):
         assert os.path.exists(os.path.join(d, "tiny_" + name)), name
-    final = torch.load(os.path.join(d, "tiny_faster_rcnn_final.pth"), weights_only=False)
+    final = load_torch(os.path.join(d, "tiny_faster_rcnn_final.pth"))
     assert final["classes"][0] == "__background__" and final["net"] == "TINY"
     # saved un-normalised: identity normalisation buffers
     assert torch.equal(final["model"]["bbox_stds"], torch.ones_like(final["model"]["bbox_stds"]))
     # stage 2 froze the convs: same convs in Fast R-CNN 1, 2 and the final model
-    f1 = torch.load(os.path.join(d, "tiny_stage1_fast_rcnn_final.pth"), weights_only=False)["model"]
-    f2 = torch.load(os.path.join(d, "tiny_stage2_fast_rcnn_final.pth"), weights_only=False)["model"]
-    r2 = torch.load(os.path.join(d, "tiny_stage2_rpn_final.pth"), weights_only=False)["model"]
+    f1 = load_torch(os.path.join(d, "tiny_stage1_fast_rcnn_final.pth"))["model"]
+    f2 = load_torch(os.path.join(d, "tiny_stage2_fast_rcnn_final.pth"))["model"]
+    r2 = load_torch(os.path.join(d, "tiny_stage2_rpn_final.pth"))["model"]
     for k, v in final["model"].items():
         if k.startswith("backbone."):
             assert torch.equal(v, f1[k]) and torch.equal(v, f2[k]) and torch.equal(v, r2[k]), k

@@ -11,6 +11,7 @@ import torch
 
 from frcnn.config import get_default_cfg
 from frcnn.errors import ConfigError, DataError
+from frcnn.safe_io import load_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["__background__", "circle", "square", "triangle"]
@@ -118,7 +119,7 @@ def test_errors(model_file, tmp_path):
 
     with pytest.raises(ConfigError, match="nope.pth: model file not found"):
         Detector.from_file(str(tmp_path / "nope.pth"))
-    sd = torch.load(model_file, weights_only=False)
+    sd = load_torch(model_file)
     stage = {"model": {k: v for k, v in sd["model"].items() if not k.startswith("rpn.")},
              "net": "TINY", "classes": CLASSES}
     torch.save(stage, tmp_path / "stage.pth")

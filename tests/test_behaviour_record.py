@@ -22,6 +22,7 @@ import torch
 
 from frcnn.config import get_default_cfg
 from frcnn.models import build_model
+from frcnn.safe_io import load_torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "data", "tiny_final_cf5c673.pth.gz")
@@ -324,7 +325,7 @@ def _alt_opt_tiny(tmp):
     cfg_from_list(["OUTPUT_DIR", tmp, "DATA_DIR", os.path.join(tmp, "data"), "EXP_DIR", "alt"]
                   + ALT_OPT_SETS, cfg)
     final = AltOpt(cfg, "TINY", "shapes_train").run()
-    return torch.load(final, map_location="cpu", weights_only=False)["model"]
+    return load_torch(final)["model"]
 
 
 def test_alt_opt_recipe_gives_the_weights_of_cf5c673(one_thread, tmp_path):

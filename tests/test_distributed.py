@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 
 from frcnn.config import get_default_cfg
 from frcnn.utils import distributed as du
+from frcnn.safe_io import load_torch, load_pickle
 
 WORLD = 2
 KINDS = ("rpn", "fast_rcnn", "end2end")
@@ -272,7 +273,7 @@ def test_rank0_snapshots_load_and_match(runs, kind):
     d = os.path.join(tmp, "dist")
     model, _, _ = _setup(kind, cfg)
     for it in (1, 2):
-        snap = torch.load(os.path.join(d, "straight", f"{kind}_iter_{it}.pth"), weights_only=False)
+        snap = load_torch(os.path.join(d, "straight", f"{kind}_iter_{it}.pth"))
         model.load_state_dict(snap["model"])  # strict: a plain (not DDP 'module.') state dict
         assert snap["iteration"] == it and snap["signature"]["world_size"] == WORLD
         assert len(snap["rng_per_rank"]) == WORLD
@@ -294,16 +295,13 @@ def test_distributed_test_net_equals_single_process(runs, tmp_path):
     mAP = test_net(model, imdb, cfg, str(tmp_path))
     with open(os.path.join(tmp, "dist", "map.txt")) as f:
         assert float(f.read()) == pytest.approx(mAP, abs=1e-6)
-    with open(os.path.join(d, "detections.pkl"), "rb") as f:
-        dist_boxes = pickle.load(f)
-    with open(os.path.join(tmp_path, "detections.pkl"), "rb") as f:
-        boxes = pickle.load(f)
+    dist_boxes = load_pickle(os.path.join(d, "detections.pkl"))
+    boxes = load_pickle(os.path.join(tmp_path, "detections.pkl"))
     assert sum(len(b) for c in boxes[1:] for b in c) > 0
     for c in range(1, imdb.num_classes):
         for i in range(imdb.num_images):
             _assert_same_rows(dist_boxes[c][i], boxes[c][i])
-    with open(os.path.join(d, "proposals.pkl"), "rb") as f:
-        dist_props = pickle.load(f)
+    dist_props = load_pickle(os.path.join(d, "proposals.pkl"))
     props = imdb_proposals(model, imdb, cfg)
     assert len(dist_props) == len(props) == imdb.num_images
     for a, b in zip(dist_props, props):

@@ -12,6 +12,7 @@ from frcnn.engine import HookBase
 from frcnn.engine.plateau import PlateauState
 from frcnn.fast_rcnn import train as T
 from frcnn.fast_rcnn.validation import mean_ap_area, plateau_hook_factory
+from frcnn.safe_io import load_torch
 from test_train import LossRecorder, ToyDetector, _cfg, toy_loader
 from train_helpers import Interrupted
 
@@ -121,10 +122,10 @@ def test_plateau_schedule_drops_stops_and_keeps_the_best(tmp_path):
     rows = _curve(out)
     assert [int(r["iteration"]) for r in rows] == list(range(2, 21, 2))
     assert [r["event"] for r in rows][-5:] == ["drop", "improved", "wait", "wait", "stop"]
-    later = torch.load(tmp_path / "toy_iter_15.pth", weights_only=False)  # snapshots every 5
-    final = torch.load(tmp_path / "toy_final.pth", weights_only=False)
+    later = load_torch(tmp_path / "toy_iter_15.pth")  # snapshots every 5
+    final = load_torch(tmp_path / "toy_final.pth")
     assert final["iteration"] == 20
-    best = torch.load(tmp_path / "toy_best.pth", weights_only=False)
+    best = load_torch(tmp_path / "toy_best.pth")
     assert best["iteration"] == 14
     for k, v in final["model"].items():                       # the final file is the best
         assert torch.equal(v, best["model"][k]), k
@@ -234,8 +235,8 @@ def test_alt_opt_plateau_kill9_in_a_patience_window_resumes_exactly(tmp_path):
     assert len(curves) == 4 and all(c.count("\n") >= 2 for c in curves.values())
     # RPN stages' final files are their best evaluation's weights
     for stage in ("stage1_rpn", "stage2_rpn"):
-        best = torch.load(out / f"tiny_{stage}_best.pth", weights_only=False)
-        final = torch.load(out / f"tiny_{stage}_final.pth", weights_only=False)
+        best = load_torch(out / f"tiny_{stage}_best.pth")
+        final = load_torch(out / f"tiny_{stage}_final.pth")
         assert all(torch.equal(v, best["model"][k]) for k, v in final["model"].items())
     # killed after stage 1 Fast R-CNN's snapshot at iteration 4: after its lr drop (at 3), inside
     # the next patience window (this tiny run measures ~0 mAP: best at 1, waits, stops at 5)

@@ -4,12 +4,12 @@ TEST.SCORE_THRESH / TEST.MAX_PER_IMAGE in test_net, Detector(nms_thresh=...) and
 detect.py --nms. Hand-worked on a stub model: three class-1 boxes, two with IoU 0.5 (+1 pixel
 convention), scores 0.9 / 0.8 / 0.3."""
 import json
-import pickle
 
 import numpy as np
 import torch
 
 from frcnn.config import get_default_cfg
+from frcnn.safe_io import load_pickle
 
 from test_api import images, model_file, run_tool  # noqa: F401 - fixtures
 from test_datasets import make_voc
@@ -51,8 +51,7 @@ def _test_net_scores(tmp_path, **test):
     assert list(imdb.classes) == CLASSES
     out = tmp_path / ("out_" + "_".join(f"{k}{v}" for k, v in test.items()))
     test_net(StubModel(), imdb, cfg, str(out))
-    with open(out / "detections.pkl", "rb") as f:
-        return sorted(pickle.load(f)[1][0][:, 4].astype(float).round(3).tolist(), reverse=True)
+    return sorted(load_pickle(out / "detections.pkl")[1][0][:, 4].astype(float).round(3).tolist(), reverse=True)
 
 
 def test_test_net_reads_nms_score_thresh_and_max_per_image_from_the_cfg(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from frcnn.datasets.imdb import evaluate_recall, greedy_gt_overlaps, imdb
 from frcnn.utils.recall_report import recall_at, recall_table
+from frcnn.safe_io import load_pickle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,8 +128,7 @@ def test_eval_recall_tool(tmp_path):
                         "--out-dir", str(tmp_path / "rec"), "--set"] + sets,
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    with open(tmp_path / "rec" / "recall.pkl", "rb") as f:
-        res = pickle.load(f)
+    res = load_pickle(tmp_path / "rec" / "recall.pkl")
     assert res["gt"][300]["ar"] == pytest.approx(1.0)
     assert res["shifted"][300]["ar"] < 0.9
     assert res["gt"][1]["ar"] < 1.0 or all(len(b) == 1 for b in gt)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from frcnn.safe_io import load_torch
 
 from test_reval import DOG_07, toy  # noqa: F401  (the fixture)
 
@@ -108,7 +109,7 @@ def test_f1_threshold_goes_into_the_model_file(tmp_path):
     assert store_draw_thresh(path, {"f1_best": best})
     det = Detector.from_file(path)
     assert det.draw_thresh == pytest.approx(0.37)
-    raw = torch.load(path, weights_only=False)
+    raw = load_torch(path)
     for k, v in m.state_dict().items():
         assert torch.equal(raw["model"][k], v)
     assert raw["draw_thresh_per_class"] == {"circle": 0.5}

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from frcnn.safe_io import load_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["SHAPES.NUM_TRAIN", "8", "SHAPES.NUM_TEST", "4", "SHAPES.IMAGE_MIN", "160",
@@ -70,7 +71,7 @@ def _kill_when(args, pattern, **env):
 
 
 def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return load_torch(path)["model"]
 
 
 def _assert_same(a, b):

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from frcnn.config import get_default_cfg
 from frcnn.fast_rcnn import train as T
+from frcnn.safe_io import load_torch
 from train_helpers import train
 
 
@@ -97,11 +98,11 @@ def test_snapshots_and_final(tmp_path):
     names = sorted(os.listdir(tmp_path))
     assert "toy_iter_5.pth" in names and "toy_iter_10.pth" in names and "toy_iter_12.pth" in names
     assert T.find_snapshot(str(tmp_path), "toy").endswith("toy_iter_12.pth")
-    snap = torch.load(tmp_path / "toy_iter_5.pth", weights_only=False)
+    snap = load_torch(tmp_path / "toy_iter_5.pth")
     assert snap["iteration"] == 5 and snap["data"]["next_batch"] == 5
     assert {"torch", "numpy", "python"} <= set(snap["rng_per_rank"][0])
     assert snap["signature"]["max_iters"] == 12 and snap["signature"]["seed"] == cfg.RNG_SEED
-    assert "model" in torch.load(tmp_path / "toy_final.pth", weights_only=False)
+    assert "model" in load_torch(tmp_path / "toy_final.pth")
 
 
 def test_optimizer_groups_and_frozen():
