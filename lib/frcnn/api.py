@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from frcnn.detections import DEFAULT_DRAW_THRESH, Detections, read_any_image
+from frcnn.detections import DEFAULT_DRAW_THRESH, BatchCall, Detections, read_any_image
 from frcnn.errors import ConfigError
 
 
@@ -67,7 +67,7 @@ def model_cfg(model_path, cfg_file=None, set_cfgs=None, device=None):
     return cfg
 
 
-class Detector:
+class Detector(BatchCall):
     """A trained Faster R-CNN ready to run on images (see the module docstring).
 
     model: FasterRCNN with RPN and head; classes: names with '__background__' at 0;
@@ -146,13 +146,6 @@ class Detector:
         return Detections(boxes=dets[:, :4].astype(np.float32), scores=dets[:, 4].astype(np.float32),
                           labels=labels, class_names=[self.classes[j] for j in labels],
                           image_size=(int(hw[0]), int(hw[1])))
-
-    def __call__(self, images, **thresholds):
-        """A path, a BGR array [H, W, 3] -> Detections; a list/tuple of them (or an array
-        [N, H, W, 3]) -> list of Detections."""
-        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
-            return [self.detect_one(im, **thresholds) for im in images]
-        return self.detect_one(images, **thresholds)
 
     def __repr__(self):
         return (f"<Detector {self.net} {len(self.classes) - 1} classes on {self.device}, "

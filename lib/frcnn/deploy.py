@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from frcnn.detections import DEFAULT_DRAW_THRESH, Detections, read_any_image
+from frcnn.detections import DEFAULT_DRAW_THRESH, BatchCall, Detections, read_any_image
 from frcnn.errors import ConfigError
 from frcnn.utils.blob import im_list_to_blob, prep_im_for_blob
 
@@ -49,7 +49,7 @@ def read_metadata(path):
                       "tools/export.py --format onnx")
 
 
-class OnnxDetector:
+class OnnxDetector(BatchCall):
     """An exported detector on ONNX Runtime or OpenVINO (CPU); see the module docstring.
 
     backend: "onnxruntime" or "openvino"; num_threads: the runtime's intra-op threads (None: its
@@ -94,12 +94,6 @@ class OnnxDetector:
         return Detections(boxes=boxes.astype(np.float32), scores=scores.astype(np.float32),
                           labels=labels, class_names=[self.classes[j] for j in labels],
                           image_size=(int(im.shape[0]), int(im.shape[1])))
-
-    def __call__(self, images, **thresholds):
-        """As Detector: one image -> Detections, a list (or [N, H, W, 3] array) -> a list."""
-        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
-            return [self.detect_one(im, **thresholds) for im in images]
-        return self.detect_one(images, **thresholds)
 
     def __repr__(self):
         return (f"<OnnxDetector {self.net} {len(self.classes) - 1} classes on {self.backend}, "

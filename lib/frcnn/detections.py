@@ -79,3 +79,13 @@ def read_any_image(image):
 
 
 DEFAULT_DRAW_THRESH = 0.8  # the reference demo's; for model files tested before the F1 one
+
+
+class BatchCall:
+    """`det(images)` for Detector and OnnxDetector: a path or a BGR array [H, W, 3] ->
+    Detections; a list/tuple of them (or an array [N, H, W, 3]) -> a list (detect_one each)."""
+
+    def __call__(self, images, **thresholds):
+        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
+            return [self.detect_one(im, **thresholds) for im in images]
+        return self.detect_one(images, **thresholds)

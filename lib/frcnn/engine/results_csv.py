@@ -93,7 +93,7 @@ def _run_name(path):
 
 def plot_training(folder):
     """training.png of a folder from its *_results.csv files; -> path or None."""
-    from frcnn.utils.plots import _plt, _save
+    from frcnn.utils.plots import _plt, save_figure
 
     paths = sorted(glob.glob(os.path.join(folder, "*_results.csv")), key=os.path.getmtime)
     runs = [(p, read_csv(p)) for p in paths]
@@ -121,11 +121,7 @@ def plot_training(folder):
         ax.set_title(_run_name(p), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = os.path.join(folder, "training.png")
-    _save(fig, out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, os.path.join(folder, "training.png"))
 
 
 def training_png(model_path):

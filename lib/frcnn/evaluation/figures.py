@@ -4,7 +4,7 @@ writes one PNG."""
 import numpy as np
 
 from frcnn.evaluation.tide import ERROR_NAMES, ERROR_TYPES
-from frcnn.utils.plots import _plt, _save
+from frcnn.utils.plots import _plt, save_figure
 
 TIDE_COLOURS = {"cls": "#d62728", "loc": "#ff7f0e", "both": "#8c564b", "dupe": "#9467bd",
                 "bkg": "#7f7f7f", "missed": "#e6007e"}
@@ -38,10 +38,7 @@ def plot_confusion(matrix, classes, score_thresh, path):
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{title} (IoU > 0.5, score >= {score_thresh:.2f})", fontsize=9)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pr_all(curves, path):
@@ -61,10 +58,7 @@ def plot_pr_all(curves, path):
     ax.set_title(f"precision-recall at IoU > 0.5 (area AP, mean {mean:.3f})", fontsize=10)
     if ax.get_legend_handles_labels()[0]:  # nothing drawn when there are no detections
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_score_curves(curves, best, path):
@@ -92,10 +86,7 @@ def plot_score_curves(curves, best, path):
                           f"at {best['threshold']:.2f})", fontsize=10)
     if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_tide(breakdown, path):
@@ -114,7 +105,4 @@ def plot_tide(breakdown, path):
     ax.set_xlabel("AP50 points gained if fixed by an oracle (dAP x 100)")
     ax.set_title(f"where the AP was lost (AP50 {100 * breakdown['ap']:.2f})", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

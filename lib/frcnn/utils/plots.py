@@ -40,10 +40,7 @@ def plot_recall_curves(curves, path, title="Proposal recall vs IoU"):
     ax.set_ylim(0, 1.0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pr_curve(rec, prec, ap, cls, path):
@@ -57,14 +54,15 @@ def plot_pr_curve(rec, prec, ap, cls, path):
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(f"{cls}: AP {ap:.3f}")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Lay out, write (making the folder) and close `fig`; -> path."""
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save(fig, path):
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
     fig.savefig(path)
+    _plt().close(fig)
+    return path
