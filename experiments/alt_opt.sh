@@ -4,7 +4,7 @@
 #   ./experiments/alt_opt.sh                      # TINY on the synthetic shapes set, CPU, no download
 #   ./experiments/alt_opt.sh NET DATASET [--gpus N | --cpus N] [--seed S] [--set KEY VALUE ...]
 #
-# NET: VGG16, ZF, TINY, ELITE0.  DATASET: pascal_voc, pascal_voc_0712, coco, shapes, cards,
+# NET: VGG16, ZF, TINY, ELITE0.  DATASET: pascal_voc, pascal_voc_0712, coco, shapes, shapes_crowded, cards,
 # voc_folder:<path>, coco_json:<json>:<images>[+coco_json:<test json>:<images>].
 # voc_folder / coco_json without CFG: settings sized from the data (tools/auto_cfg.py, written
 # to output/auto_alt_opt/<imdb>/cfg.yml); both sets are checked first (tools/check_dataset.py).

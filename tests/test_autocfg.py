@@ -46,6 +46,10 @@ def test_small_objects_keep_the_scale_and_small_anchors():
     # 20-40 px: floor(log2(20/16)) = 0, ceil(log2(40/16)) = 2 -> 16, 32, 64 px
     assert keys["ANCHOR_SCALES"] == (1, 2, 4)
     assert keys["ALT_OPT.ITERS"] == (4000, 4000, 2000, 2000)  # VGG16: 4, 4, 2, 2 per image
+    # the reference's 16 px minimum would drop the proposals of 20 px objects: half the 1st pct
+    assert keys["TRAIN.RPN_MIN_SIZE"] == 10 and keys["TEST.RPN_MIN_SIZE"] == 10
+    big, _ = autocfg.derive(roidb(100, 640, 480, 200), "ELITE0", get_default_cfg())
+    assert big["TRAIN.RPN_MIN_SIZE"] == 16  # large objects: the reference's value
 
 
 def test_elongated_objects_widen_ratios_and_cap_by_reference():

@@ -14,6 +14,10 @@ case "$DATASET" in
   shapes)
     TRAIN_IMDB=shapes_train; TEST_IMDB=shapes_test
     CFG_DEFAULT=experiments/cfgs/shapes_${FLAVOUR}.yml ;;
+  shapes_crowded)
+    # synthetic crowded scenes (30-60 shapes of 12-40 px per image), sized like a folder
+    TRAIN_IMDB=shapes_crowded_train; TEST_IMDB=shapes_crowded_test
+    CFG_DEFAULT=auto ;;
   cards)
     # the shared cards folder, beside the repository unless CARDS_DIR says otherwise
     CARDS_DIR=${CARDS_DIR:-../shared/data/cards_voc/VOCcards}
@@ -49,7 +53,7 @@ case "$DATASET" in
       TRAIN_IMDB=$DATASET:trainval; TEST_IMDB=$DATASET:test
       CFG_DEFAULT=auto
     else
-      echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, cards, the path of a labelled folder (VOC, labelImg, YOLO, LabelMe, CVAT, COCO), yolo:|labelme:|cvat:|labelimg:<path>, voc_folder:<path> or coco_json:<json>:<images>" >&2
+      echo "unknown DATASET '$DATASET': pascal_voc, pascal_voc_0712, coco, shapes, shapes_crowded, cards, the path of a labelled folder (VOC, labelImg, YOLO, LabelMe, CVAT, COCO), yolo:|labelme:|cvat:|labelimg:<path>, voc_folder:<path> or coco_json:<json>:<images>" >&2
       exit 2
     fi ;;
 esac

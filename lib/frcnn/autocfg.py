@@ -15,7 +15,8 @@ Rules (each printed with the figures it came from):
   (a pretrained ELITE0 needs few; TINY trains from scratch), as for 300 images when there are
   fewer (a head from scratch needs that many steps), capped by the reference schedule; lr steps
   at 75 %; SNAPSHOT_ITERS half of the longest stage (an interrupted run resumes).
-- proposals: 300 per image (2000 in the reference) when images hold <= 20 objects.
+- proposals: 300 per image (2000 in the reference) when images hold <= 20 objects; RPN_MIN_SIZE
+  half the smallest objects' shorter side (1st pct), at most the reference's 16 px.
 Keys the user set (cfg yml or --set) are never changed.
 """
 import math
@@ -228,6 +229,12 @@ def _derive_proposals(st, k):
                    ("ALT_OPT.PROPOSAL_POST_NMS_TOP_N", post)):
         k.put(key, v)
     k.put("TEST.MAX_PER_IMAGE", int(max(100, 10 * math.ceil(3 * most / 10))))
+    # a proposal narrower than half the smallest objects (1st pct) matches none of them; the
+    # reference's 16 original pixels would drop every proposal of a 12 px object
+    p1 = float(np.percentile(np.minimum(st["box_w"], st["box_h"]), 1))
+    min_size = int(min(16, max(1, math.floor(p1 / 2))))
+    k.put("TRAIN.RPN_MIN_SIZE", min_size)
+    k.put("TEST.RPN_MIN_SIZE", min_size)
     if per95 <= 20:
         k.put("TRAIN.RPN_BATCHSIZE", 128)
     k.put("TRAIN.BG_THRESH_LO", 0.0)
@@ -235,7 +242,8 @@ def _derive_proposals(st, k):
     return (f"objects per image 95th pct {per95:.0f}, most {most} -> proposals "
             f"{k.get('TRAIN.RPN_POST_NMS_TOP_N')} per image (15 x the 95th pct, >= 300), "
             f"TEST.MAX_PER_IMAGE {k.get('TEST.MAX_PER_IMAGE')} (3 x the most, >= 100), "
-            f"RPN_BATCHSIZE {k.get('TRAIN.RPN_BATCHSIZE')}")
+            f"RPN_BATCHSIZE {k.get('TRAIN.RPN_BATCHSIZE')}; objects' shorter side 1st pct "
+            f"{p1:.0f} px -> RPN_MIN_SIZE {k.get('TRAIN.RPN_MIN_SIZE')} (16 in the reference)")
 
 
 def apply(keys, cfg):
