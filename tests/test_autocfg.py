@@ -17,7 +17,8 @@ def roidb(n, w, h, side, per_image=2):
     out = []
     for i in range(n):
         b = np.array([[0, 0, s - 1, s - 1] for s in sides[i]], np.float32)
-        out.append({"width": w, "height": h, "boxes": b, "flipped": False})
+        out.append({"width": w, "height": h, "boxes": b, "gt_classes": np.ones(len(b), np.int32),
+                    "flipped": False})
     return out
 
 
@@ -36,7 +37,7 @@ def test_photos_with_large_objects_train_small():
     assert keys["ALT_OPT.STEPSIZES"] == (400, 810, 270, 540)
     assert keys["TRAIN.SNAPSHOT_ITERS"] == 500  # half the longest stage, in hundreds
     assert "100 images (scheduled as 300)" in notes[2]
-    assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 4
+    assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 5
 
 
 def test_small_objects_keep_the_scale_and_small_anchors():
@@ -109,3 +110,21 @@ def test_auto_cfg_tool(tmp_path):
                  "OUTPUT_DIR", str(out))
     assert p.returncode == 2 and "im5.jpg: image file not found" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_test_nms_rises_only_when_gt_boxes_of_a_class_overlap():
+    # 100 images, each two boxes of one class: 0-99 and 40-139 in x (IoU 60/140 = 0.43) in 3 of
+    # them (3 % of the boxes > 0.3 and > 0.4 would be removed by NMS at 0.3 / 0.4), apart otherwise
+    r = roidb(100, 640, 480, 100)
+    for i, e in enumerate(r):
+        x = 40 if i < 3 else 300
+        e["boxes"] = np.array([[0, 0, 99, 99], [x, 0, x + 99, 99]], np.float32)
+    assert autocfg.same_class_overlap(r)[:2] == pytest.approx([60 * 100 / (2e4 - 6e3)] * 2)
+    keys, notes = autocfg.derive(r, "ELITE0", get_default_cfg())
+    assert keys["TEST.NMS"] == 0.5 and "3.0% / 0.0% -> TEST.NMS 0.5" in notes[4]
+    for e in r[:3]:  # the same overlap between two classes: NMS is per class, 0.3 stays
+        e["gt_classes"] = np.array([1, 2], np.int32)
+    keys, _ = autocfg.derive(r, "ELITE0", get_default_cfg())
+    assert keys["TEST.NMS"] == 0.3
+    keys, _ = autocfg.derive(r, "ELITE0", get_default_cfg(), user_keys={"TEST.NMS"})
+    assert "TEST.NMS" not in keys

@@ -59,7 +59,8 @@ def _crowded_roidb(n=40, per_image=(30, 45, 60), side=20):
         xs = (np.arange(k) % 12) * 40 + 8
         ys = (np.arange(k) // 12) * 40 + 8
         b = np.stack([xs, ys, xs + side - 1, ys + side - 1], 1).astype(np.float32)
-        out.append({"width": 500, "height": 400, "boxes": b, "flipped": False})
+        out.append({"width": 500, "height": 400, "boxes": b, "gt_classes": np.ones(len(b), np.int32),
+                    "flipped": False})
     return out
 
 

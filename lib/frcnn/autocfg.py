@@ -17,6 +17,8 @@ Rules (each printed with the figures it came from):
   at 75 %; SNAPSHOT_ITERS half of the longest stage (an interrupted run resumes).
 - proposals: 300 per image (2000 in the reference) when images hold <= 20 objects; RPN_MIN_SIZE
   half the smallest objects' shorter side (1st pct), at most the reference's 16 px.
+- TEST.NMS: the reference's 0.3 unless more than 1 % of the gt boxes overlap a box of their own
+  class above it (touching cells, stacked boxes): then the lowest of 0.4-0.7 that keeps them.
 Keys the user set (cfg yml or --set) are never changed.
 """
 import math
@@ -92,7 +94,8 @@ def derive(roidb, net, cfg, user_keys=(), flavour="alt_opt"):
         raise ValueError("no boxes to size the settings from")
     k = _Keys(cfg, user_keys)
     notes = [_derive_scale(st, k), _derive_anchors(st, roidb, k),
-             _derive_schedule(st, net, flavour, k), _derive_proposals(st, k)]
+             _derive_schedule(st, net, flavour, k), _derive_proposals(st, k),
+             _derive_test_nms(roidb, k)]
     return k.keys, notes
 
 
@@ -244,6 +247,49 @@ def _derive_proposals(st, k):
             f"TEST.MAX_PER_IMAGE {k.get('TEST.MAX_PER_IMAGE')} (3 x the most, >= 100), "
             f"RPN_BATCHSIZE {k.get('TRAIN.RPN_BATCHSIZE')}; objects' shorter side 1st pct "
             f"{p1:.0f} px -> RPN_MIN_SIZE {k.get('TRAIN.RPN_MIN_SIZE')} (16 in the reference)")
+
+
+# test-time NMS: the reference's 0.3 unless more than this share of the gt boxes overlaps a box
+# of its own class above it (NMS would remove one of the two even from perfect detections)
+NMS_CHOICES = (0.3, 0.4, 0.5, 0.6, 0.7)
+MAX_GT_LOST_TO_NMS = 0.01
+
+
+def same_class_overlap(roidb):
+    """-> [G] the highest IoU of each gt box with another gt box of its class in its image
+    (VOC +1 areas), over the unflipped entries."""
+    best = []
+    for e in roidb:
+        if e.get("flipped"):
+            continue
+        b = np.asarray(e["boxes"], np.float64).reshape(-1, 4)
+        c = np.asarray(e["gt_classes"]).reshape(-1)[:len(b)]
+        b = b[c > 0]
+        c = c[c > 0]
+        if len(b) < 2:
+            best += [0.0] * len(b)
+            continue
+        w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]) + 1, 0, None)
+        h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]) + 1, 0, None)
+        area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+        iou = w * h / (area[:, None] + area[None, :] - w * h)
+        iou[c[:, None] != c[None, :]] = 0
+        np.fill_diagonal(iou, 0)
+        best += list(iou.max(axis=1))
+    return np.asarray(best, np.float64)
+
+
+def _derive_test_nms(roidb, k):
+    best = same_class_overlap(roidb)
+    if not len(best):
+        return "no gt boxes to size TEST.NMS from"
+    shares = [(t, float(np.mean(best > t))) for t in NMS_CHOICES]
+    nms = next((t for t, s in shares if s <= MAX_GT_LOST_TO_NMS), NMS_CHOICES[-1])
+    k.put("TEST.NMS", nms)
+    return (f"gt boxes overlapping one of their class above IoU 0.3 / 0.5: {shares[0][1]:.1%} / "
+            f"{shares[2][1]:.1%} -> TEST.NMS {k.get('TEST.NMS')} (the lowest of "
+            f"{list(NMS_CHOICES)} that would remove <= {MAX_GT_LOST_TO_NMS:.0%} of them: "
+            f"{dict(shares)[nms]:.1%})")
 
 
 def apply(keys, cfg):
