@@ -73,10 +73,17 @@ def test_crowded_scenes_get_more_proposals_and_detections():
     assert keys["TEST.MAX_PER_IMAGE"] == 180
     assert "TRAIN.RPN_BATCHSIZE" not in keys  # the reference's 256 for crowded images
     assert "most 60" in notes[3]
+    # 16 RoIs per object: 960 capped at 512 per image, 2 images per Fast R-CNN batch
+    assert keys["TRAIN.BATCH_SIZE"] == 1024 and keys["POOLING_MODE"] == "align"
+    # 20 px boxes: proposals under 10 px are dropped instead of the reference's 16 px
+    assert keys["TRAIN.RPN_MIN_SIZE"] == keys["TEST.RPN_MIN_SIZE"] == 10
+    # 20 objects per image (95th pct): 16 x 20 = 320 RoIs per image
+    keys, _ = autocfg.derive(_crowded_roidb(per_image=(20,)), "ELITE0", get_default_cfg())
+    assert keys["TRAIN.BATCH_SIZE"] == 640
     # few objects: the cards-like settings stay
     keys, _ = autocfg.derive(_crowded_roidb(per_image=(2, 3)), "ELITE0", get_default_cfg())
     assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and keys["TEST.MAX_PER_IMAGE"] == 100
-    assert keys["TRAIN.RPN_BATCHSIZE"] == 128
+    assert keys["TRAIN.RPN_BATCHSIZE"] == 128 and keys["TRAIN.BATCH_SIZE"] == 128
 
 
 def test_anchor_scales_change_only_when_coverage_improves():

@@ -86,14 +86,13 @@ def run_ours(args):
         cmd += ["--set", *args.set_cfgs]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print("ours:", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True)
     log = os.path.join(args.out, f"ours_seed{args.seed}.log")
     with open(log, "w") as f:
-        f.write(p.stdout)
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
     if p.returncode:
         raise SystemExit(f"our run failed ({p.returncode}); its output: {log}")
-    return p.stdout
+    with open(log) as f:
+        return f.read()
 
 
 def _metrics_of(ours):
@@ -291,11 +290,11 @@ def main(argv=None):
            "--seed", str(args.seed), "--threads", str(args.threads), "--out", args.out]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print("torchvision:", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = os.path.join(args.out, f"torchvision_seed{args.seed}.log")
-    with open(log, "w") as f:
-        f.write(p.stdout)
-    res = [json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+    with open(log, "w") as f:  # written as it goes: tail it to follow the training
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    with open(log) as f:
+        res = [json.loads(line[7:]) for line in f if line.startswith("RESULT ")]
     if p.returncode or not res:
         raise SystemExit(f"the torchvision side failed ({p.returncode}); its output: {log}")
     tv = res[-1]
