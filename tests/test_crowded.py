@@ -84,6 +84,12 @@ def test_crowded_scenes_get_more_proposals_and_detections():
     keys, _ = autocfg.derive(_crowded_roidb(per_image=(2, 3)), "ELITE0", get_default_cfg())
     assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and keys["TEST.MAX_PER_IMAGE"] == 100
     assert keys["TRAIN.RPN_BATCHSIZE"] == 128 and keys["TRAIN.BATCH_SIZE"] == 128
+    # end2end (1 image per batch): its reference's 128 RoIs per image for few objects, 512 crowded
+    e2e = get_default_cfg()
+    e2e.TRAIN.IMS_PER_BATCH = 1
+    for per_image, rois in (((2, 3), 128), ((20,), 320), ((60,), 512)):
+        keys, _ = autocfg.derive(_crowded_roidb(per_image=per_image), "ELITE0", e2e)
+        assert keys["TRAIN.BATCH_SIZE"] == rois
 
 
 def test_anchor_scales_change_only_when_coverage_improves():

@@ -17,7 +17,7 @@ Rules (each printed with the figures it came from):
   at 75 %; SNAPSHOT_ITERS half of the longest stage (an interrupted run resumes).
 - POOLING_MODE align (RoIAlign 7x7, 2 samples per bin): tighter boxes than RoI pooling.
 - proposals: 300 per image (2000 in the reference) when images hold <= 20 objects; RoIs sampled
-  per image 16 x the objects (95th pct), 64 (the reference's) to 512; RPN_MIN_SIZE
+  per image 16 x the objects (95th pct), the reference's (64 alt-opt, 128 end2end) to 512; RPN_MIN_SIZE
   half the smallest objects' shorter side (1st pct), at most the reference's 16 px.
 - TEST.NMS: the reference's 0.3 unless more than 1 % of the gt boxes overlap a box of their own
   class above it (touching cells, stacked boxes): then the lowest of 0.4-0.7 that keeps them.
@@ -244,17 +244,20 @@ def _derive_proposals(st, k):
     k.put("TEST.RPN_MIN_SIZE", min_size)
     if per95 <= 20:
         k.put("TRAIN.RPN_BATCHSIZE", 128)
-    # RoIs sampled per image: the reference's 64 (128 over 2 images) for a few objects (512 on
-    # cards lost 0.015 mAP), 16 per object (95th pct) in crowded images, at most torchvision's 512
-    rois = int(min(512, max(64, 32 * math.ceil(16 * per95 / 32))))
-    k.put("TRAIN.BATCH_SIZE", rois * int(k.get("TRAIN.IMS_PER_BATCH")))
+    # RoIs sampled per image: the flavour's reference value for a few objects (alt-opt 128 over
+    # 2 images, end2end 128 over 1; 512 on cards lost 0.015 mAP), 16 per object (95th pct) in
+    # crowded images, at most torchvision's 512
+    ims = int(k.get("TRAIN.IMS_PER_BATCH"))
+    ref = int(k.get("TRAIN.BATCH_SIZE")) // ims
+    rois = int(min(max(512, ref), max(ref, 32 * math.ceil(16 * per95 / 32))))
+    k.put("TRAIN.BATCH_SIZE", rois * ims)
     k.put("TRAIN.BG_THRESH_LO", 0.0)
     k.put("TRAIN.NUM_WORKERS", 0)
     return (f"objects per image 95th pct {per95:.0f}, most {most} -> proposals "
             f"{k.get('TRAIN.RPN_POST_NMS_TOP_N')} per image (15 x the 95th pct, >= 300), "
             f"TEST.MAX_PER_IMAGE {k.get('TEST.MAX_PER_IMAGE')} (3 x the most, >= 100), "
             f"RPN_BATCHSIZE {k.get('TRAIN.RPN_BATCHSIZE')}, RoIs per image {rois} (16 x the 95th "
-            f"pct, 64-512: TRAIN.BATCH_SIZE {k.get('TRAIN.BATCH_SIZE')}); objects' shorter side 1st pct "
+            f"pct, {ref}-512: TRAIN.BATCH_SIZE {k.get('TRAIN.BATCH_SIZE')}); objects' shorter side 1st pct "
             f"{p1:.0f} px -> RPN_MIN_SIZE {k.get('TRAIN.RPN_MIN_SIZE')} (16 in the reference)")
 
 
