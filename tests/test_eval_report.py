@@ -174,3 +174,29 @@ def test_tide_base_ap_is_metrics_json_ap50():
                                   es.gts[c]) for c in es.classes})
     assert r["ap"] == pytest.approx(table["mean"]["AP50"], abs=1e-12)
     assert sum(r["count"].values()) > 10
+
+
+def test_crowded_tiles_label_only_the_errors(monkeypatch):
+    from frcnn.evaluation import worst_images as wi
+
+    class Eval:
+        classes = ["__background__", "cell"]
+
+        def __init__(self, n):
+            self.n = n
+
+        def image_gts(self, im):
+            b = np.array([[10 * i, 0, 10 * i + 8, 8] for i in range(self.n)], np.float64)
+            return b, np.ones(self.n, int), np.zeros(self.n, bool)
+
+    labels = []
+    monkeypatch.setattr(wi, "_label", lambda canvas, text, *a, **k: labels.append(text))
+    for n, want in ((wi.CROWDED, 2 * wi.CROWDED), (wi.CROWDED + 1, 2)):
+        labels.clear()
+        dets = [("cell", 0.9, [10 * i, 0, 10 * i + 8, 8], "tp") for i in range(n - 1)]
+        dets.append(("cell", 0.5, [0, 20, 8, 28], "bkg"))
+        per_image = {"a": {"missed": [n - 1], "dets": dets}}
+        wi._tile(Eval(n), per_image, "a", 2, np.zeros((40, 300, 3), np.uint8), (300, 40))
+        # uncrowded: every gt and prediction labelled; crowded: the missed object and the error
+        assert len(labels) == want
+        assert "missed cell" in labels and "cell 0.50 BKG" in labels

@@ -98,10 +98,15 @@ def _tile_size(images):
     return int(round((TILE_AREA * a) ** 0.5)), int(round((TILE_AREA / a) ** 0.5))
 
 
+# above this many gt boxes only the errors and missed objects are labelled: in a crowded image
+# the labels of the right predictions and found objects would cover the errors
+CROWDED = 12
+
+
 def _tile(evalset, per_image, im, count, img, size):
     """One image scaled into `size` (w, h) with its gt (dashed) and predictions (solid):
     right predictions labelled above their box, wrong ones inside it (an error on a found
-    object does not hide the right label), gt below."""
+    object does not hide the right label), gt below; crowded images: errors labelled only."""
     import cv2
 
     tile_w, tile_h = size
@@ -111,25 +116,29 @@ def _tile(evalset, per_image, im, count, img, size):
         scale = min(tile_w / img.shape[1], tile_h / img.shape[0], 3.0)
         img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
         tile[TITLE_H:TITLE_H + img.shape[0], :img.shape[1]] = img
-    title = f"{im}: {count} error" + ("s" if count != 1 else "")
+    gb, gl, gd = evalset.image_gts(im)
+    crowded = len(gb) > CROWDED
+    title = (f"{im}: {count} error" + ("s" if count != 1 else "")
+             + (f" of {len(gb)} objects (errors labelled)" if crowded else ""))
     cv2.putText(tile, title, (4, TITLE_H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
                 cv2.LINE_AA)
     xy = lambda b: ((int((b[0] - 1) * scale), int((b[1] - 1) * scale) + TITLE_H),  # noqa: E731
                     (int(b[2] * scale), int(b[3] * scale) + TITLE_H))
-    gb, gl, gd = evalset.image_gts(im)
     missed = set(per_image[im]["missed"])
     for j in range(len(gb)):
         colour = _bgr(TIDE_COLOURS["missed"] if j in missed else GT_COLOUR)
         p1, p2 = xy(gb[j])
         _rect(tile, p1, p2, colour, True)
         name = evalset.classes[gl[j]] + (" (difficult)" if gd[j] else "")
-        _label(tile, ("missed " if j in missed else "gt ") + name, p1[0], p2[1], colour, True)
+        if j in missed or not crowded:
+            _label(tile, ("missed " if j in missed else "gt ") + name, p1[0], p2[1], colour, True)
     for c, s, b, kind in sorted(per_image[im]["dets"], key=lambda d: d[3] != "tp"):  # errors on top
         colour = _bgr(TP_COLOUR if kind == "tp" else TIDE_COLOURS[kind])
         p1, p2 = xy(b)
         _rect(tile, p1, p2, colour, False)
-        _label(tile, f"{c} {s:.2f}" + ("" if kind == "tp" else f" {kind.upper()}"), p1[0],
-               p1[1], colour, below=kind != "tp")
+        if kind != "tp" or not crowded:
+            _label(tile, f"{c} {s:.2f}" + ("" if kind == "tp" else f" {kind.upper()}"), p1[0],
+                   p1[1], colour, below=kind != "tp")
     return tile
 
 
