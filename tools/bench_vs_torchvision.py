@@ -149,21 +149,18 @@ def _tv_model(cfg, num_classes):
 def _train_sample(entry, cfg, rng):
     """-> (blob [3, h, w], target) for one roidb entry at the training scale, flipped at p 0.5
     (tv boxes are continuous: our 0-based inclusive x2 + 1)."""
-    import cv2
     import numpy as np
     import torch
 
+    from frcnn.roi_data.image_blob import load_roidb_image
+    from frcnn.roi_data.roidb import flipped_entry
     from frcnn.utils.blob import prep_im_for_blob
 
-    im = cv2.imread(entry["image"])
-    if im is None:
-        raise FileNotFoundError(entry["image"])
-    real = np.asarray(entry["gt_classes"]) > 0
-    boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4)[real].copy()
     if rng.random() < 0.5:
-        im = im[:, ::-1]
-        w = im.shape[1]
-        boxes[:, [0, 2]] = w - 1 - boxes[:, [2, 0]]
+        entry = flipped_entry(entry)
+    im = load_roidb_image(entry)
+    real = np.asarray(entry["gt_classes"]) > 0
+    boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4)[real]
     im_r, scale = prep_im_for_blob(im, cfg.PIXEL_MEANS, cfg.TRAIN.SCALES[0], cfg.TRAIN.MAX_SIZE)
     blob = torch.from_numpy(np.ascontiguousarray(im_r.transpose(2, 0, 1))).float()
     b = torch.from_numpy(boxes * scale)

@@ -270,6 +270,8 @@ MAX_GT_LOST_TO_NMS = 0.01
 def same_class_overlap(roidb):
     """-> [G] the highest IoU of each gt box with another gt box of its class in its image
     (VOC +1 areas), over the unflipped entries."""
+    from frcnn.utils.cython_bbox import bbox_overlaps
+
     best = []
     for e in roidb:
         if e.get("flipped"):
@@ -281,10 +283,7 @@ def same_class_overlap(roidb):
         if len(b) < 2:
             best += [0.0] * len(b)
             continue
-        w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]) + 1, 0, None)
-        h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]) + 1, 0, None)
-        area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-        iou = w * h / (area[:, None] + area[None, :] - w * h)
+        iou = bbox_overlaps(np.ascontiguousarray(b), np.ascontiguousarray(b))
         iou[c[:, None] != c[None, :]] = 0
         np.fill_diagonal(iou, 0)
         best += list(iou.max(axis=1))
