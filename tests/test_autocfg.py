@@ -36,6 +36,8 @@ def test_photos_with_large_objects_train_small():
     assert keys["ALT_OPT.ITERS"] == (540, 1080, 360, 720)
     assert keys["ALT_OPT.STEPSIZES"] == (400, 810, 270, 540)
     assert keys["TRAIN.SNAPSHOT_ITERS"] == 500  # half the longest stage, in hundreds
+    # end2end: 7.2 iterations per image (about the alt-opt stages' time), steps at 75 %
+    assert keys["END2END.MAX_ITERS"] == 2160 and keys["END2END.STEPSIZE"] == 1620
     assert "100 images (scheduled as 300)" in notes[2]
     assert keys["TRAIN.RPN_POST_NMS_TOP_N"] == 300 and len(notes) == 5
 
