@@ -130,3 +130,20 @@ def test_test_nms_rises_only_when_gt_boxes_of_a_class_overlap():
     assert keys["TEST.NMS"] == 0.3
     keys, _ = autocfg.derive(r, "ELITE0", get_default_cfg(), user_keys={"TEST.NMS"})
     assert "TEST.NMS" not in keys
+
+
+def test_powers_of_two_stay_where_they_fit_most_boxes():
+    # native scale (user keys): 60 % of the boxes 128 px (a power-of-two anchor fits them at IoU
+    # 0.78), 40 % 181 px (IoU 0.5 with the 128 and 256 px anchors): powers cover 60 % >= 50 %, so
+    # k-means (which would fit both sizes) is not used, as on cards where the powers won
+    cfg = get_default_cfg()
+    cfg.TRAIN.SCALES, cfg.TRAIN.MAX_SIZE = (480,), 640
+    r = roidb(100, 640, 480, 100)
+    for i, e in enumerate(r):
+        s = 128 if i < 60 else 181
+        e["boxes"] = np.array([[64, 64, 64 + s - 1, 64 + s - 1]], np.float32)
+        e["gt_classes"] = np.ones(1, np.int32)
+    keys, notes = autocfg.derive(r, "ELITE0", cfg, user_keys=["TRAIN.SCALES", "TRAIN.MAX_SIZE"])
+    assert keys["ANCHOR_SCALES"] == (8, 16, 32)
+    assert "60.0% with powers of two [8, 16, 32], 100.0% with k-means" in notes[1]
+    assert "powers of two kept (they cover >= 50%)" in notes[1]
