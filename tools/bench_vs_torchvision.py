@@ -295,7 +295,7 @@ def main(argv=None):
     if p.returncode or not res:
         raise SystemExit(f"the torchvision side failed ({p.returncode}); its output: {log}")
     tv = res[-1]
-    print(f"\n| model | training s | mAP (VOC07) | AP@0.5 area | AP@0.75 | AP@[.5:.95] |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| model | training s | mAP (VOC07) | AP@0.5 area | AP@0.75 | AP@[.5:.95] |\n|---|---:|---:|---:|---:|---:|")
     print(f"| ours (alt-opt) | {ours['train_s']:.0f} | {ours['map']:.4f} | {ours_mean.get('AP50', float('nan')):.4f} | "
           f"{ours_mean.get('AP75', float('nan')):.4f} | {ours_mean.get('AP50:95', float('nan')):.4f} |")
     print(f"| torchvision FasterRCNN ({tv['iters']} iterations) | {tv['train_s']:.0f} | {tv['map']:.4f} | "
