@@ -122,6 +122,7 @@ def _tv_model(cfg, num_classes):
         def resize(self, image, target=None):
             return image, target
 
+    torch.manual_seed(cfg.RNG_SEED)  # the new layers' init, each with torchvision's own rule
     trunk = Elite0(pixel_means=cfg.PIXEL_MEANS)
     for name, p in trunk.named_parameters():
         p.requires_grad_(not name.startswith(Elite0.frozen_prefixes))
@@ -138,11 +139,6 @@ def _tv_model(cfg, num_classes):
         rpn_nms_thresh=cfg.TRAIN.RPN_NMS_THRESH, box_score_thresh=cfg.TEST.SCORE_THRESH,
         box_nms_thresh=cfg.TEST.NMS, box_detections_per_img=cfg.TEST.MAX_PER_IMAGE)
     model.transform = Blobs(1, 1, [0.0] * 3, [1.0] * 3, size_divisible=32)
-    torch.manual_seed(cfg.RNG_SEED)  # the new layers' init
-    for m in (model.rpn.head, model.roi_heads.box_head, model.roi_heads.box_predictor):
-        for mod in m.modules():
-            if hasattr(mod, "reset_parameters") and mod is not m:
-                mod.reset_parameters()
     return model
 
 
