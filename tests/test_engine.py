@@ -291,10 +291,15 @@ def test_losses_get_the_papers_sigmas(monkeypatch):
 
     monkeypatch.setattr(rpn_module, "rpn_losses", rpn_spy)
     monkeypatch.setattr(roi_heads_module, "fast_rcnn_losses", frcn_spy)
-    model = _tiny().train()
     gt = [torch.tensor([[10., 10., 60., 70., 1.]])]
-    model(torch.randn(1, 3, 96, 128) * 50, torch.tensor([[96., 128., 1.]]), gt)
+    im, info = torch.randn(1, 3, 96, 128) * 50, torch.tensor([[96., 128., 1.]])
+    _tiny().train()(im, info, gt)
     assert got == {"rpn": 3.0, "fast_rcnn": 1.0}
+    # the head's sigma is a cfg key (torchvision's beta 1/9 = sigma 3); the RPN's stays 3
+    cfg = get_default_cfg()
+    cfg.TRAIN.BBOX_SMOOTH_L1_SIGMA = 3.0
+    build_model("TINY", 3, cfg, ims_per_batch=1).train()(im, info, gt)
+    assert got == {"rpn": 3.0, "fast_rcnn": 3.0}
 
 
 def test_generators_decide_the_samples():

@@ -30,6 +30,8 @@ def _defaults():
     # reference's filter_roidb dropped them)
     C.TRAIN.KEEP_EMPTY_IMAGES = "auto"
     C.TRAIN.BBOX_REG = True
+    # sigma of the head's smooth L1 (the reference's 1; torchvision's beta 1/9 is sigma 3)
+    C.TRAIN.BBOX_SMOOTH_L1_SIGMA = 1.0
     C.TRAIN.BBOX_THRESH = 0.5           # min IoU of a RoI with a gt to get a regression target
     C.TRAIN.SNAPSHOT_ITERS = 10000
     C.TRAIN.SNAPSHOT_INFIX = ""

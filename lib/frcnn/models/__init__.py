@@ -94,7 +94,9 @@ def build_model(net, num_classes, cfg, parts=("rpn", "head"), pretrained=True, i
     if "head" in parts:
         head = backbone.make_head(num_classes, **pooling_kwargs(cfg))
         ims = cfg.TRAIN.IMS_PER_BATCH if ims_per_batch is None else ims_per_batch
-        head.set_training_params(ProposalTargetParams.from_cfg(cfg, ims), bbox_reg=cfg.TRAIN.BBOX_REG)
+        head.set_training_params(ProposalTargetParams.from_cfg(cfg, ims),
+                                 sigma=float(cfg.TRAIN.BBOX_SMOOTH_L1_SIGMA),
+                                 bbox_reg=cfg.TRAIN.BBOX_REG)
     model = FasterRCNN(backbone, rpn, head)
     if head is not None and cfg.TRAIN.BBOX_NORMALIZE_TARGETS and cfg.TRAIN.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
         model.set_bbox_normalization(np.asarray(cfg.TRAIN.BBOX_NORMALIZE_MEANS, dtype=np.float32),
