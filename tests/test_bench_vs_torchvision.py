@@ -41,3 +41,12 @@ def test_lr_schedule_warmup_and_steps_at_16_and_22_of_26():
     assert f[100] == 1.0 and f[1599] == 1.0
     assert f[1600] == pytest.approx(0.1) and f[2199] == pytest.approx(0.1)
     assert f[2200] == pytest.approx(0.01) and f[-1] == pytest.approx(0.01)
+
+
+def test_iterations_are_refitted_to_the_budget():
+    # 100 s budget: 20 iterations in 10 s at 0.5 s each -> 20 + 180; later at 0.25 s/iter
+    assert bench.refit_iterations(20, 10.0, 0.5, 100.0) == 200
+    assert bench.refit_iterations(100, 40.0, 0.25, 100.0) == 340
+    # over budget: never so short that the run is past half of it (no lr step skipped)
+    assert bench.refit_iterations(100, 120.0, 0.5, 100.0) == 200
+    assert bench.refit_iterations(5, 0.1, 1.0, 0.0) == 21
