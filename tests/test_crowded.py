@@ -75,6 +75,7 @@ def test_crowded_scenes_get_more_proposals_and_detections():
     assert "most 60" in notes[3]
     # 16 RoIs per object: 960 capped at 512 per image, 2 images per Fast R-CNN batch
     assert keys["TRAIN.BATCH_SIZE"] == 1024 and keys["POOLING_MODE"] == "align"
+    assert keys["TRAIN.BBOX_SMOOTH_L1_SIGMA"] == 3.0
     # 20 px boxes: proposals under 10 px are dropped instead of the reference's 16 px
     assert keys["TRAIN.RPN_MIN_SIZE"] == keys["TEST.RPN_MIN_SIZE"] == 10
     # 20 objects per image (95th pct): 16 x 20 = 320 RoIs per image
