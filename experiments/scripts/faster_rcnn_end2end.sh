@@ -1,13 +1,18 @@
 #!/bin/bash
-# Usage: ./experiments/scripts/faster_rcnn_end2end.sh NET DATASET [--set KEY VALUE ...]
+# Usage: ./experiments/scripts/faster_rcnn_end2end.sh NET DATASET [--seed S] [--set KEY VALUE ...]
 # Example: ./experiments/scripts/faster_rcnn_end2end.sh VGG16 pascal_voc --set EXP_DIR foobar
 # Approximate joint training with tools/train_net.py (END2END.MAX_ITERS, or ITERS=N), then test_net.
+# --seed S as in alt_opt.sh (the training's seed; results go to output/<EXP_DIR>_seed<S>/).
 set -e -o pipefail
 cd "$(dirname "$0")/../.."
 if [ $# -lt 2 ]; then
-  sed -n 2,4p "$0"; exit 2
+  sed -n 2,5p "$0"; exit 2
 fi
 NET=$1; DATASET=$2; shift 2
+if [ "$1" = --seed ]; then
+  [ $# -ge 2 ] || { echo "--seed needs a number" >&2; exit 2; }
+  export SEED=$2; shift 2
+fi
 EXTRA_ARGS=("$@")
 source experiments/scripts/_prologue.sh end2end
 
