@@ -176,8 +176,9 @@ def _lr_factor(it, iters, warmup):
 
 
 # the iteration count is estimated after 20 iterations and refitted every REFIT_EVERY until
-# REFIT_UNTIL of the run (before the first lr step at 16/26): the first iterations are slower
-# than the rest, and a count from them alone left 6-19 % of the budget unused
+# REFIT_UNTIL of the run (before the first lr step at 16/26): the first iterations' speed is not
+# the run's (the RPN's proposals change as it learns); a count from them alone left 6-19 % of
+# the budget unused, or would have overrun it by half
 REFIT_EVERY = 50
 REFIT_UNTIL = 0.5
 
