@@ -203,6 +203,7 @@ def train_torchvision(model, roidb, cfg, seconds, log_every=50):
     warmup = min(1000, len(roidb) - 1)
     model.train()
     t0, iters, it, order = time.perf_counter(), None, 0, []
+    t_fit, it_fit = t0, 0
     while iters is None or it < iters:
         if not order:
             order = list(rng.permutation(len(roidb)))
@@ -216,9 +217,9 @@ def train_torchvision(model, roidb, cfg, seconds, log_every=50):
         opt.step()
         it += 1
         if it == 20 or (it % REFIT_EVERY == 0 and it < REFIT_UNTIL * iters):
-            now = time.perf_counter()
-            per_iter = (now - (t0 if it == 20 else t_refit)) / (20 if it == 20 else REFIT_EVERY)
-            iters, t_refit = refit_iterations(it, now - t0, per_iter, seconds), now
+            now = time.perf_counter()  # s/iter since the last fit (at 50: 30 iterations, not 50)
+            per_iter = (now - t_fit) / (it - it_fit)
+            iters, t_fit, it_fit = refit_iterations(it, now - t0, per_iter, seconds), now, it
             if it == 20:
                 print(f"torchvision: {iters} iterations fit in {seconds:.0f} s", flush=True)
         if it % log_every == 0:
